@@ -1,0 +1,466 @@
+-- process/init.lua - the `process` module: the Process class and the
+-- module functions of ../shared/API.md, over the C core (src/lua/lproc.c).
+--
+-- Lua owns the object model (names, daemon flags, state checks, error
+-- messages); C owns every system call.  This file is compiled into the
+-- library; it is called with the core table and returns the module.
+-- It must never fork, wait or signal by itself.
+local core = ...
+
+local getpid = core.getpid
+local error, type, rawget, rawset, select = error, type, rawget, rawset, select
+local setmetatable, tostring = setmetatable, tostring
+local fmt = string.format
+
+local M = {}
+
+-- Per-process bookkeeping; a child starts it afresh (see bootstrap).
+local state = {
+  current = nil,   -- this process's Process object
+  parent = nil,    -- parent_process() object, in a child
+  counter = 0,     -- names Process-N
+  seq = 0,         -- start order, for active_children()
+  children = {},   -- started, not yet reaped Process objects
+  method = nil,    -- set by set_start_method
+}
+
+local START_METHODS = { fork = true, spawn = true, forkserver = true }
+local AVAILABLE = { "fork" }
+
+local function argerror(n, fname, msg, level)
+  error(fmt("bad argument #%d to '%s' (%s)", n, fname, msg), (level or 1) + 1)
+end
+
+local function opt_timeout(t, fname)
+  if t ~= nil and type(t) ~= "number" then
+    argerror(1, fname, "number expected, got " .. type(t), 2)
+  end
+  return t
+end
+
+----------------------------------------------------------------------------
+-- The Process class
+----------------------------------------------------------------------------
+
+local Process = {}
+local getters, setters = {}, {}
+local instance_mt = setmetatable({}, { __mode = "k" }) -- class -> mt
+local process_mts = setmetatable({}, { __mode = "k" }) -- mt -> true
+
+local function is_process(o)
+  return type(o) == "table" and process_mts[getmetatable(o)] == true
+end
+
+local function closed_check(self, level)
+  if rawget(self, "_closed") then error("process object is closed", level + 1) end
+end
+
+local function is_child(self)
+  return rawget(self, "_parent_pid") == getpid() and not rawget(self, "_is_current")
+end
+
+local function mt_for(cls)
+  local mt = instance_mt[cls]
+  if mt then return mt end
+  mt = {
+    __name = "process.Process",
+    __index = function(self, k)
+      local get = getters[k]
+      if get then return get(self) end
+      return cls[k]
+    end,
+    __newindex = function(self, k, v)
+      local set = setters[k]
+      if set then
+        set(self, v)
+      elseif getters[k] then
+        error(fmt("cannot assign to '%s'", k), 2)
+      else
+        rawset(self, k, v)
+      end
+    end,
+    __tostring = function(self) return self:_repr() end,
+  }
+  instance_mt[cls] = mt
+  process_mts[mt] = true
+  return mt
+end
+
+local KNOWN = { target = true, args = true, name = true, daemon = true }
+
+local function new(cls, opts)
+  if opts == nil then opts = {} end
+  if type(opts) ~= "table" then argerror(1, "Process", "table expected, got " .. type(opts), 2) end
+  local target, args, name, daemon = opts.target, opts.args, opts.name, opts.daemon
+  if target ~= nil and type(target) ~= "function" then
+    local mt = getmetatable(target)
+    if not (type(mt) == "table" and mt.__call) then
+      argerror(1, "Process", "target must be a function, got " .. type(target), 2)
+    end
+  end
+  if args ~= nil and type(args) ~= "table" then
+    argerror(1, "Process", "args must be a table, got " .. type(args), 2)
+  end
+  if name ~= nil and type(name) ~= "string" then
+    argerror(1, "Process", "name must be a string, got " .. type(name), 2)
+  end
+  if daemon ~= nil and type(daemon) ~= "boolean" then
+    argerror(1, "Process", "daemon must be a boolean, got " .. type(daemon), 2)
+  end
+  local cur = state.current
+  state.counter = state.counter + 1
+  local identity = {}
+  for i, v in ipairs(cur._identity) do identity[i] = v end
+  identity[#identity + 1] = state.counter
+  local self = {
+    _target = target,
+    _args = args or {},
+    _name = name or ("Process-" .. table.concat(identity, ":")),
+    _daemon = daemon == nil and cur._daemon or daemon,
+    _identity = identity,
+    _parent_pid = getpid(),
+  }
+  for k, v in pairs(opts) do
+    if not KNOWN[k] then
+      if getters[k] or type(k) == "string" and k:sub(1, 1) == "_" then
+        argerror(1, "Process", fmt("field '%s' is reserved", tostring(k)), 2)
+      end
+      self[k] = v
+    end
+  end
+  return setmetatable(self, mt_for(cls))
+end
+
+setmetatable(Process, { __call = new })
+
+-- Process:extend() -> a subclass; override run() on it.
+function Process:extend()
+  return setmetatable({}, { __index = self, __call = new })
+end
+
+-- properties ---------------------------------------------------------------
+
+function getters.name(self) return rawget(self, "_name") end
+function setters.name(self, v)
+  if type(v) ~= "string" then error("name must be a string", 3) end
+  rawset(self, "_name", v)
+end
+
+function getters.daemon(self) return rawget(self, "_daemon") end
+function setters.daemon(self, v)
+  if rawget(self, "_started") then error("process has already started", 3) end
+  if type(v) ~= "boolean" then error("daemon must be a boolean", 3) end
+  rawset(self, "_daemon", v)
+end
+
+function getters.pid(self)
+  closed_check(self, 3)
+  if rawget(self, "_is_current") then return getpid() end
+  return rawget(self, "_pid")
+end
+getters.ident = getters.pid
+
+local function reaped(self)
+  state.children[self] = nil
+end
+
+function getters.exitcode(self)
+  closed_check(self, 3)
+  local popen = rawget(self, "_popen")
+  if popen == nil or not is_child(self) then return nil end
+  local code = popen:poll()
+  if code ~= nil then reaped(self) end
+  return code
+end
+
+function getters.sentinel(self)
+  closed_check(self, 3)
+  local popen = rawget(self, "_popen")
+  if popen == nil then error("process not started", 3) end
+  return popen:sentinel()
+end
+
+function getters.error(self)
+  closed_check(self, 3)
+  return rawget(self, "_error")
+end
+
+-- methods ------------------------------------------------------------------
+
+-- What the child runs: the target with the arguments.
+function Process:run()
+  local target = rawget(self, "_target")
+  if target ~= nil then
+    local args = rawget(self, "_args")
+    return target(table.unpack(args, 1, args.n or #args))
+  end
+end
+
+local bootstrap -- defined below
+
+function Process:start()
+  closed_check(self, 2)
+  if rawget(self, "_started") then error("cannot start a process twice", 2) end
+  if rawget(self, "_parent_pid") ~= getpid() then
+    error("can only start a process object created by current process", 2)
+  end
+  if state.current._daemon then
+    error("daemonic processes are not allowed to have children", 2)
+  end
+  local popen, err, ename = core.start(state.method or AVAILABLE[1], rawget(self, "_daemon"))
+  if popen == nil then return nil, err, ename end
+  if popen == true then bootstrap(self) end -- the child: never returns
+  rawset(self, "_popen", popen)
+  rawset(self, "_pid", popen:pid())
+  rawset(self, "_started", true)
+  state.seq = state.seq + 1
+  rawset(self, "_seq", state.seq)
+  state.children[self] = true
+  return self
+end
+
+function Process:join(timeout)
+  closed_check(self, 2)
+  if not is_child(self) then error("can only join a child process", 2) end
+  local popen = rawget(self, "_popen")
+  if popen == nil then error("can only join a started process", 2) end
+  local code, err, ename = popen:wait(opt_timeout(timeout, "join"))
+  if code == nil then
+    if err then return nil, err, ename end
+    return nil, "timeout"
+  end
+  reaped(self)
+  return code
+end
+
+function Process:is_alive()
+  closed_check(self, 2)
+  if rawget(self, "_is_current") then return true end
+  if rawget(self, "_parent_pid") ~= getpid() then error("can only test a child process", 2) end
+  local popen = rawget(self, "_popen")
+  if popen == nil then return false end
+  if popen:poll() == nil then return true end
+  reaped(self)
+  return false
+end
+
+local function send_signal(self, sig)
+  closed_check(self, 3)
+  local popen = rawget(self, "_popen")
+  if popen == nil then error("can only signal a started process", 3) end
+  if not is_child(self) then error("can only signal a child process", 3) end
+  return popen:signal(sig)
+end
+
+function Process:terminate() return send_signal(self, core.SIGTERM) end
+function Process:kill() return send_signal(self, core.SIGKILL) end
+function Process:interrupt() return send_signal(self, core.SIGINT) end
+
+function Process:close()
+  if rawget(self, "_closed") then return end
+  local popen = rawget(self, "_popen")
+  if popen ~= nil then
+    if is_child(self) and popen:poll() == nil then
+      error("cannot close a process while it is still running", 2)
+    end
+    popen:close()
+    rawset(self, "_popen", nil)
+  end
+  reaped(self)
+  rawset(self, "_closed", true)
+end
+
+local function exitcode_name(code)
+  if code < 0 then
+    local name = core.signame(-code)
+    if name then return "-" .. name end
+  end
+  return tostring(code)
+end
+
+function Process:_repr()
+  local status, exitcode
+  local popen = rawget(self, "_popen")
+  if rawget(self, "_is_current") then
+    status = "started"
+  elseif rawget(self, "_closed") then
+    status = "closed"
+  elseif rawget(self, "_parent_pid") ~= getpid() then
+    status = "unknown"
+  elseif popen == nil then
+    status = "initial"
+  else
+    exitcode = popen:poll()
+    status = exitcode ~= nil and "stopped" or "started"
+  end
+  local info = { "Process", fmt("name='%s'", rawget(self, "_name")) }
+  local pid = rawget(self, "_is_current") and getpid() or rawget(self, "_pid")
+  if pid and not rawget(self, "_closed") then info[#info + 1] = "pid=" .. pid end
+  info[#info + 1] = "parent=" .. tostring(rawget(self, "_parent_pid"))
+  info[#info + 1] = status
+  if exitcode ~= nil then info[#info + 1] = "exitcode=" .. exitcode_name(exitcode) end
+  if rawget(self, "_daemon") then info[#info + 1] = "daemon" end
+  return "<" .. table.concat(info, " ") .. ">"
+end
+
+M.Process = Process
+
+----------------------------------------------------------------------------
+-- The child's side
+----------------------------------------------------------------------------
+
+-- Message handler for the target: the message plus a traceback.
+local function handler(msg)
+  if type(msg) ~= "string" then
+    local mt = getmetatable(msg)
+    if type(mt) == "table" and mt.__tostring then
+      msg = tostring(msg)
+    else
+      msg = fmt("(error object is a %s value)", type(msg))
+    end
+  end
+  -- The child runs on top of its parent's stack: cut the traceback where
+  -- the child began, so it shows the target's frames only.
+  local tb = debug.traceback(msg, 2)
+  local cut = tb:find("\n\t%[C%]: in function 'xpcall'")
+  return cut and tb:sub(1, cut - 1) or tb
+end
+
+-- os.exit inside a child: its own clean-up, then _exit (never the
+-- parent's atexit work, never lua_close of the inherited state).
+local function child_exit(code)
+  if code == nil or code == true then
+    code = 0
+  elseif code == false then
+    code = 1
+  else
+    code = math.tointeger(code)
+    if code == nil then argerror(1, "exit", "integer expected", 2) end
+  end
+  core.exit(code)
+end
+
+local ParentProcess = {}
+ParentProcess.__index = ParentProcess
+
+local function parent_sentinel(self)
+  local fd = rawget(self, "sentinel")
+  if fd == nil then
+    local err
+    fd, err = core.parent_sentinel()
+    if fd == nil then error(err, 3) end
+    rawset(self, "sentinel", fd)
+  end
+  return fd
+end
+
+function ParentProcess:is_alive()
+  return #core.wait({ parent_sentinel(self) }, 0) == 0
+end
+
+function ParentProcess:join(timeout)
+  local ready = core.wait({ parent_sentinel(self) }, opt_timeout(timeout, "join"))
+  if #ready == 0 then return nil, "timeout" end
+  return true
+end
+
+ParentProcess.__index = function(self, k)
+  if k == "sentinel" then return parent_sentinel(self) end
+  return ParentProcess[k]
+end
+
+function ParentProcess:__tostring()
+  return fmt("<ParentProcess name='%s' pid=%d>", self.name, self.pid)
+end
+
+-- In the child, right after fork: become the current process and run.
+function bootstrap(self)
+  local parent = state.current
+  state.parent = setmetatable({ pid = rawget(self, "_parent_pid"), name = parent._name }, ParentProcess)
+  state.current = self
+  state.children = {}
+  state.counter = 0
+  rawset(self, "_is_current", true)
+  rawset(self, "_started", true)
+  rawset(self, "_popen", nil)
+  os.exit = child_exit
+  local ok, err = xpcall(self.run, handler, self)
+  local code = 0
+  if not ok then
+    io.stderr:write(fmt("Process %s:\n%s\n", rawget(self, "_name"), tostring(err)))
+    code = 1
+  end
+  core.exit(code)
+end
+
+----------------------------------------------------------------------------
+-- Module functions
+----------------------------------------------------------------------------
+
+state.current = setmetatable({
+  _name = "MainProcess",
+  _identity = {},
+  _daemon = false,
+  _is_current = true,
+  _started = true,
+}, mt_for(Process))
+
+function M.current_process() return state.current end
+function M.parent_process() return state.parent end
+
+function M.active_children()
+  local list = {}
+  for p in pairs(state.children) do
+    if p:is_alive() then list[#list + 1] = p end
+  end
+  table.sort(list, function(a, b) return rawget(a, "_seq") < rawget(b, "_seq") end)
+  return list
+end
+
+function M.cpu_count() return core.cpu_count() end
+
+-- wait(objects[, timeout]) -> the ready objects, in the order given.
+function M.wait(objects, timeout)
+  if type(objects) ~= "table" then argerror(1, "wait", "table expected, got " .. type(objects)) end
+  opt_timeout(timeout, "wait")
+  local items = {}
+  for i = 1, #objects do
+    local o = objects[i]
+    if math.type(o) == "integer" then
+      items[i] = o
+    elseif is_process(o) then
+      closed_check(o, 2)
+      local popen = rawget(o, "_popen")
+      if popen == nil then error("process not started", 2) end
+      items[i] = popen
+    elseif type(o) == "table" and type(o.fileno) == "function" then
+      items[i] = o:fileno()
+    else
+      argerror(1, "wait", fmt("object %d is not a sentinel, Process or Connection (%s)", i, type(o)))
+    end
+  end
+  local ready, err, ename = core.wait(items, timeout)
+  if ready == nil then return nil, err, ename end
+  for i, idx in ipairs(ready) do ready[i] = objects[idx] end
+  return ready
+end
+
+function M.get_start_method() return state.method or AVAILABLE[1] end
+
+function M.get_all_start_methods()
+  local t = {}
+  for i, m in ipairs(AVAILABLE) do t[i] = m end
+  return t
+end
+
+function M.set_start_method(method, force)
+  if type(method) ~= "string" then argerror(1, "set_start_method", "string expected, got " .. type(method)) end
+  if state.method ~= nil and not force then error("context has already been set", 2) end
+  if not START_METHODS[method] then error(fmt("cannot find context for '%s'", method), 2) end
+  local ok = false
+  for _, m in ipairs(AVAILABLE) do ok = ok or m == method end
+  if not ok then error(fmt("start method '%s' is not available in this build", method), 2) end
+  state.method = method
+end
+
+return M

@@ -1,0 +1,298 @@
+/*
+ * child.c - child records, reaping, waiting and the exit clean-up (see
+ * child.h).
+ *
+ * Reaping is always targeted: waitid(P_PIDFD) on the child's own pidfd, or
+ * waitpid(pid) in the pipe fallback.  A host's other children and its
+ * SIGCHLD disposition are never touched.
+ */
+#include "child.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "sys.h"
+
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
+
+struct lmp_reg {
+    lmp_child *head;
+    lmp_reg *prev, *next;
+};
+
+/* Every registry of the process, for the atexit clean-up. */
+static pthread_mutex_t regs_lock = PTHREAD_MUTEX_INITIALIZER;
+static lmp_reg *regs;
+static pthread_once_t atexit_once = PTHREAD_ONCE_INIT;
+
+static void at_exit(void) { lmp_reg_shutdown_all(); }
+static void install_atexit(void) { atexit(at_exit); }
+
+lmp_reg *lmp_reg_new(void) {
+    lmp_reg *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    pthread_once(&atexit_once, install_atexit);
+    pthread_mutex_lock(&regs_lock);
+    r->next = regs;
+    if (regs) regs->prev = r;
+    regs = r;
+    pthread_mutex_unlock(&regs_lock);
+    return r;
+}
+
+static void unlink_child(lmp_child *c) {
+    lmp_reg *r = c->reg;
+    if (!r) return;
+    if (c->prev) c->prev->next = c->next;
+    else r->head = c->next;
+    if (c->next) c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+    c->reg = NULL;
+}
+
+static void free_child(lmp_child *c) {
+    lmp_child_close(c);
+    lmp_buf_free(&c->result);
+    free(c);
+}
+
+void lmp_reg_free(lmp_reg *r) {
+    if (!r) return;
+    lmp_reg_shutdown(r);
+    pthread_mutex_lock(&regs_lock);
+    if (r->prev) r->prev->next = r->next;
+    else regs = r->next;
+    if (r->next) r->next->prev = r->prev;
+    pthread_mutex_unlock(&regs_lock);
+    while (r->head) {
+        lmp_child *c = r->head;
+        unlink_child(c);
+        if (!c->has_ud) free_child(c);
+    }
+    free(r);
+}
+
+/* Wait for every listed child until it ends or the deadline passes,
+ * polling all sentinels at once.  Returns how many are still running. */
+static int wait_all(lmp_child **v, int n, double timeout) {
+    double deadline = timeout < 0 ? -1 : lmp_now() + timeout;
+    for (;;) {
+        struct pollfd pf[64];
+        int k = 0, running = 0;
+        for (int i = 0; i < n; i++) {
+            if (v[i]->ended || lmp_child_poll(v[i]) != 0) continue;
+            running++;
+            if (k < 64) pf[k++] = (struct pollfd){.fd = v[i]->sentinel, .events = POLLIN};
+        }
+        if (!running) return 0;
+        double left = 0.05; /* more than 64 children: rescan now and then */
+        if (deadline >= 0) {
+            double d = deadline - lmp_now();
+            if (d <= 0) return running;
+            if (k == running || d < left) left = d;
+        } else if (k == running) {
+            left = -1;
+        }
+        lmp_poll(pf, k, left);
+    }
+}
+
+void lmp_reg_shutdown(lmp_reg *r) {
+    if (!r) return;
+    int n = 0;
+    for (lmp_child *c = r->head; c; c = c->next) n++;
+    if (!n) return;
+    lmp_child **v = malloc((size_t)n * sizeof *v);
+    if (!v) return;
+    int nd = 0, nn = 0;
+    /* Daemons first (front of v), the rest after. */
+    for (lmp_child *c = r->head; c; c = c->next)
+        if (c->daemon) v[nd++] = c;
+    for (lmp_child *c = r->head; c; c = c->next)
+        if (!c->daemon) v[nd + nn++] = c;
+    /* Nobody will read results any more: let writers see EPIPE. */
+    for (int i = 0; i < n; i++) {
+        if (v[i]->result_fd >= 0) {
+            lmp_fd_close(v[i]->result_fd);
+            v[i]->result_fd = -1;
+        }
+    }
+    for (int i = 0; i < nd; i++) lmp_child_signal(v[i], SIGTERM);
+    if (nd && wait_all(v, nd, LMP_DAEMON_GRACE) > 0) {
+        for (int i = 0; i < nd; i++) lmp_child_signal(v[i], SIGKILL);
+        wait_all(v, nd, -1);
+    }
+    wait_all(v + nd, nn, -1);
+    free(v);
+}
+
+void lmp_reg_shutdown_all(void) {
+    pthread_mutex_lock(&regs_lock);
+    for (lmp_reg *r = regs; r; r = r->next) lmp_reg_shutdown(r);
+    pthread_mutex_unlock(&regs_lock);
+}
+
+void lmp_reg_after_fork(int keep) {
+    /* Only the forking thread survives: locks may be stale, re-create. */
+    pthread_mutex_init(&regs_lock, NULL);
+    for (lmp_reg *r = regs; r; r = r->next) {
+        for (lmp_child *c = r->head; c;) {
+            lmp_child *next = c->next;
+            /* The parent's record: our copy is inert (its descriptors are
+             * closed below with the rest), leaked on purpose. */
+            c->foreign = 1;
+            c->reg = NULL;
+            c->prev = c->next = NULL;
+            c = next;
+        }
+        r->head = NULL;
+    }
+    lmp_fd_close_tracked(keep);
+}
+
+lmp_child *lmp_child_new(void) {
+    lmp_child *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    c->sentinel = c->result_fd = c->parent_w = -1;
+    lmp_buf_init(&c->result);
+    return c;
+}
+
+void lmp_child_link(lmp_reg *r, lmp_child *c) {
+    c->reg = r;
+    c->prev = NULL;
+    c->next = r->head;
+    if (r->head) r->head->prev = c;
+    r->head = c;
+}
+
+void lmp_child_drop(lmp_child *c) {
+    if (!c || c->foreign) return;
+    c->has_ud = 0;
+    if (c->ended || !c->reg) {
+        unlink_child(c);
+        free_child(c);
+    }
+    /* else: unreaped; the registry keeps it for the exit clean-up */
+}
+
+void lmp_child_close(lmp_child *c) {
+    if (c->foreign) return;
+    lmp_fd_close(c->sentinel);
+    lmp_fd_close(c->result_fd);
+    lmp_fd_close(c->parent_w);
+    c->sentinel = c->result_fd = c->parent_w = -1;
+}
+
+int lmp_child_drain(lmp_child *c) {
+    while (c->result_fd >= 0) {
+        int rc = lmp_buf_reserve(&c->result, 65536);
+        if (rc) return rc;
+        ssize_t r = read(c->result_fd, lmp_buf_tail(&c->result), c->result.cap - c->result.len);
+        if (r > 0) {
+            c->result.len += (size_t)r;
+        } else if (r == 0) {
+            lmp_fd_close(c->result_fd);
+            c->result_fd = -1;
+        } else if (errno == EINTR) {
+            continue;
+        } else if (errno == EAGAIN) {
+            return 0;
+        } else {
+            int e = errno;
+            lmp_fd_close(c->result_fd);
+            c->result_fd = -1;
+            return -e;
+        }
+    }
+    return 0;
+}
+
+/* The child has ended (its sentinel said so): collect its status. */
+static int reap(lmp_child *c) {
+    int code;
+    if (c->is_pidfd) {
+        siginfo_t si;
+        int rc;
+        do rc = waitid((idtype_t)P_PIDFD, (id_t)c->sentinel, &si, WEXITED);
+        while (rc < 0 && errno == EINTR);
+        if (rc < 0) code = 255; /* ECHILD: someone else reaped it */
+        else if (si.si_code == CLD_EXITED) code = si.si_status;
+        else code = -si.si_status;
+    } else {
+        int st;
+        pid_t p;
+        do p = waitpid(c->pid, &st, 0);
+        while (p < 0 && errno == EINTR);
+        if (p < 0) code = 255;
+        else if (WIFEXITED(st)) code = WEXITSTATUS(st);
+        else code = -WTERMSIG(st);
+    }
+    c->exitcode = code;
+    c->ended = 1;
+    /* The write end died with the child: take what is left. */
+    lmp_child_drain(c);
+    if (c->result_fd >= 0) { /* someone else still holds it open */
+        lmp_fd_close(c->result_fd);
+        c->result_fd = -1;
+    }
+    if (c->parent_w >= 0) {
+        lmp_fd_close(c->parent_w);
+        c->parent_w = -1;
+    }
+    return 1;
+}
+
+int lmp_child_poll(lmp_child *c) {
+    if (c->foreign) return -ECHILD;
+    if (c->ended) return 1;
+    int rc = lmp_child_drain(c);
+    if (rc) return rc;
+    struct pollfd pf = {.fd = c->sentinel, .events = POLLIN};
+    int n;
+    do n = poll(&pf, 1, 0);
+    while (n < 0 && errno == EINTR);
+    if (n < 0) return -errno;
+    return n ? reap(c) : 0;
+}
+
+int lmp_child_wait(lmp_child *c, double timeout) {
+    if (c->foreign) return -ECHILD;
+    if (c->ended) return 1;
+    double deadline = timeout < 0 ? -1 : lmp_now() + timeout;
+    for (;;) {
+        int rc = lmp_child_drain(c);
+        if (rc) return rc;
+        struct pollfd pf[2] = {{.fd = c->sentinel, .events = POLLIN},
+                               {.fd = c->result_fd, .events = POLLIN}};
+        double left = -1;
+        if (deadline >= 0) {
+            left = deadline - lmp_now();
+            if (left < 0) left = 0;
+        }
+        int n = lmp_poll(pf, c->result_fd >= 0 ? 2 : 1, left);
+        if (n < 0) return n;
+        if (pf[0].revents) return reap(c);
+        if (n == 0 || (deadline >= 0 && lmp_now() >= deadline)) return 0;
+    }
+}
+
+int lmp_child_signal(lmp_child *c, int sig) {
+    if (c->foreign) return -ECHILD;
+    if (c->ended) return 0;
+    /* A pidfd names this very process even after its pid is reused; an
+     * unreaped child's pid cannot be reused, so kill() is safe too. */
+    if (c->is_pidfd) {
+        int rc = lmp_pidfd_send_signal(c->sentinel, sig);
+        return rc == -ESRCH ? 0 : rc;
+    }
+    if (kill(c->pid, sig) < 0 && errno != ESRCH) return -errno;
+    return 0;
+}

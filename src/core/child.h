@@ -1,0 +1,80 @@
+/*
+ * child.h - one child process and the registry of a runtime's children.
+ *
+ * Provides: lmp_child (pid, sentinel, result channel, exit code), reaping
+ * exactly once through the sentinel (waitid on a pidfd, or waitpid after a
+ * death pipe reports EOF where the kernel lacks pidfd), waiting with a
+ * deadline while draining the child's result channel so a child writing a
+ * large result never deadlocks, signalling without pid-reuse races, and the
+ * creator's exit clean-up (daemons terminated, then killed after a grace
+ * period; non-daemons joined).
+ * Uses: sys.h, buf.h.  Must never: call waitpid(-1), install a SIGCHLD
+ * handler, include lua.h, exit.
+ *
+ * Ownership: a child record belongs to its registry while the child may
+ * still need reaping, and to the Lua userdata that refers to it.  It is
+ * freed by whichever lets go last (see lmp_child_drop).
+ */
+#ifndef LMP_CHILD_H
+#define LMP_CHILD_H
+
+#include <sys/types.h>
+
+#include "buf.h"
+
+/* Seconds a daemon gets between SIGTERM and SIGKILL when its creator ends. */
+#define LMP_DAEMON_GRACE 1.0
+
+typedef struct lmp_reg lmp_reg;
+typedef struct lmp_child lmp_child;
+
+struct lmp_child {
+    pid_t pid;
+    int sentinel;    /* pidfd, or read end of the death pipe; -1 once closed */
+    int result_fd;   /* read end of the result channel; -1 at EOF */
+    int parent_w;    /* fallback only: write end of the child's parent pipe */
+    int exitcode;    /* n, or -signum; valid once ended */
+    unsigned ended : 1;   /* reaped */
+    unsigned daemon : 1;
+    unsigned is_pidfd : 1;
+    unsigned has_ud : 1;  /* a Lua userdata still refers to it */
+    unsigned foreign : 1; /* inherited through fork: not ours, touch nothing */
+    lmp_buf result;       /* bytes drained from result_fd */
+    lmp_reg *reg;         /* NULL once detached */
+    lmp_child *prev, *next;
+};
+
+/* Registries: one per runtime (lua_State).  All of a process's registries
+ * are cleaned up by an atexit handler too, so os.exit() in any form still
+ * terminates daemons and joins the rest. */
+lmp_reg *lmp_reg_new(void);
+/* Exit clean-up then free; records still held by a userdata are detached. */
+void lmp_reg_free(lmp_reg *r);
+/* The creator's exit clean-up for one registry (idempotent). */
+void lmp_reg_shutdown(lmp_reg *r);
+/* Every registry of this process (atexit, and a child's os.exit). */
+void lmp_reg_shutdown_all(void);
+/* In a freshly forked child: forget every inherited child record and
+ * close every tracked descriptor except keep. */
+void lmp_reg_after_fork(int keep);
+
+/* New zeroed record (fds -1), not yet in a registry; NULL on ENOMEM. */
+lmp_child *lmp_child_new(void);
+void lmp_child_link(lmp_reg *r, lmp_child *c);
+/* The userdata lets go: free now, or leave to the registry if unreaped. */
+void lmp_child_drop(lmp_child *c);
+/* Close the sentinel and any channel; only valid once ended. */
+void lmp_child_close(lmp_child *c);
+
+/* Non-blocking: drain available result bytes, reap if ended.
+ * 1 ended (exitcode set), 0 running, -errno. */
+int lmp_child_poll(lmp_child *c);
+/* Wait until ended or timeout seconds (< 0: forever), draining results.
+ * 1 ended, 0 timeout, -errno. */
+int lmp_child_wait(lmp_child *c, double timeout);
+/* Send sig unless already reaped (no-op then).  0 or -errno. */
+int lmp_child_signal(lmp_child *c, int sig);
+/* Read whatever the result channel holds now (non-blocking).  0 or -errno. */
+int lmp_child_drain(lmp_child *c);
+
+#endif

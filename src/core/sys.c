@@ -1,0 +1,166 @@
+/*
+ * sys.c - system call wrappers (see sys.h).
+ *
+ * The tracked-descriptor set is process-global (every lua_State of a host
+ * shares it) and guarded by a mutex; after fork only the forking thread
+ * exists, so the child may walk it without the lock being usable: it uses
+ * the copy it inherited and never locks.
+ */
+#include "sys.h"
+
+#include <errno.h>
+#include <math.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+double lmp_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+const char *lmp_errname(int err) {
+    switch (err) {
+#define E(x) \
+    case x: return #x;
+        E(EPERM) E(ENOENT) E(ESRCH) E(EINTR) E(EIO) E(ENXIO) E(E2BIG)
+        E(ENOEXEC) E(EBADF) E(ECHILD) E(EAGAIN) E(ENOMEM) E(EACCES)
+        E(EFAULT) E(EBUSY) E(EEXIST) E(ENODEV) E(ENOTDIR) E(EISDIR)
+        E(EINVAL) E(ENFILE) E(EMFILE) E(ENOTTY) E(EFBIG) E(ENOSPC)
+        E(ESPIPE) E(EROFS) E(EMLINK) E(EPIPE) E(ERANGE) E(ENAMETOOLONG)
+        E(ENOSYS) E(ELOOP) E(EMSGSIZE) E(ENOTSOCK) E(ETIMEDOUT)
+        E(ECONNREFUSED) E(ECONNRESET) E(ENOTCONN) E(EOVERFLOW)
+#undef E
+    default: return "E?";
+    }
+}
+
+/* ---- tracked descriptors ------------------------------------------- */
+
+static pthread_mutex_t fd_lock = PTHREAD_MUTEX_INITIALIZER;
+static int *fd_set_v;
+static size_t fd_set_n, fd_set_cap;
+
+void lmp_fd_track(int fd) {
+    if (fd < 0) return;
+    pthread_mutex_lock(&fd_lock);
+    if (fd_set_n == fd_set_cap) {
+        size_t cap = fd_set_cap ? fd_set_cap * 2 : 32;
+        int *v = realloc(fd_set_v, cap * sizeof *v);
+        if (!v) { /* untracked: only costs hygiene in a later child */
+            pthread_mutex_unlock(&fd_lock);
+            return;
+        }
+        fd_set_v = v;
+        fd_set_cap = cap;
+    }
+    fd_set_v[fd_set_n++] = fd;
+    pthread_mutex_unlock(&fd_lock);
+}
+
+void lmp_fd_untrack(int fd) {
+    pthread_mutex_lock(&fd_lock);
+    for (size_t i = fd_set_n; i-- > 0;)
+        if (fd_set_v[i] == fd) {
+            fd_set_v[i] = fd_set_v[--fd_set_n];
+            break;
+        }
+    pthread_mutex_unlock(&fd_lock);
+}
+
+void lmp_fd_close(int fd) {
+    if (fd < 0) return;
+    lmp_fd_untrack(fd);
+    close(fd);
+}
+
+void lmp_fd_close_tracked(int keep) {
+    /* Child side of fork: single-threaded now, the lock may be stale. */
+    size_t kept = 0;
+    for (size_t i = 0; i < fd_set_n; i++) {
+        if (fd_set_v[i] == keep) fd_set_v[kept++] = keep;
+        else close(fd_set_v[i]);
+    }
+    fd_set_n = kept;
+    pthread_mutex_init(&fd_lock, NULL);
+}
+
+/* ---- pidfd --------------------------------------------------------- */
+
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
+
+static int pidfd_state = -1; /* -1 unknown, 0 no, 1 yes */
+
+int lmp_have_pidfd(void) {
+    if (pidfd_state >= 0) return pidfd_state;
+    const char *force = getenv("LUAMP_NO_PIDFD");
+    if (force && *force && strcmp(force, "0") != 0) return pidfd_state = 0;
+    int fd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+    if (fd < 0) return pidfd_state = 0;
+    /* waitid(P_PIDFD) came in 5.4, pidfd_open in 5.3: probe the former
+     * too.  Our own pid is not our child, so ECHILD means it is known. */
+    siginfo_t si;
+    int rc = waitid((idtype_t)P_PIDFD, (id_t)fd, &si, WEXITED | WNOHANG);
+    int ok = rc == 0 || errno == ECHILD;
+    close(fd);
+    return pidfd_state = ok;
+}
+
+int lmp_pidfd_open(pid_t pid) {
+    int fd = (int)syscall(SYS_pidfd_open, pid, 0); /* always O_CLOEXEC */
+    return fd < 0 ? -errno : fd;
+}
+
+int lmp_pidfd_send_signal(int pidfd, int sig) {
+    return syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0) < 0 ? -errno : 0;
+}
+
+/* ---- signals ------------------------------------------------------- */
+
+void lmp_signals_reset(void) {
+    struct sigaction sa;
+    for (int s = 1; s < NSIG; s++) {
+        if (s == SIGKILL || s == SIGSTOP) continue;
+        if (sigaction(s, NULL, &sa) != 0) continue; /* reserved by libc */
+        if (!(sa.sa_flags & SA_SIGINFO) && (sa.sa_handler == SIG_DFL || sa.sa_handler == SIG_IGN))
+            continue;
+        sa.sa_handler = SIG_DFL;
+        sa.sa_flags = 0;
+        sigemptyset(&sa.sa_mask);
+        sigaction(s, &sa, NULL);
+    }
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+/* ---- waiting ------------------------------------------------------- */
+
+int lmp_poll(struct pollfd *fds, int n, double timeout) {
+    double deadline = timeout < 0 ? INFINITY : lmp_now() + timeout;
+    for (;;) {
+        int ms = -1;
+        if (timeout >= 0) {
+            double left = deadline - lmp_now();
+            if (left < 0) left = 0;
+            /* round up so we never wake just before the deadline */
+            double m = ceil(left * 1000.0);
+            ms = m > 2147483647.0 ? 2147483647 : (int)m;
+        }
+        int rc = poll(fds, (nfds_t)n, ms);
+        if (rc >= 0) {
+            if (rc == 0 && timeout >= 0 && lmp_now() < deadline) continue;
+            return rc;
+        }
+        if (errno != EINTR) return -errno;
+    }
+}

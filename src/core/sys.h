@@ -1,0 +1,48 @@
+/*
+ * sys.h - thin, testable wrappers over the system calls the core needs.
+ *
+ * Provides: the monotonic clock, errno names, the set of descriptors luamp
+ * owns privately (closed in every forked child), pidfd helpers with a
+ * probe for kernels that lack them, and the signal reset a child performs.
+ * Uses: libc and Linux syscalls.  Must never: include lua.h, raise, exit.
+ */
+#ifndef LMP_SYS_H
+#define LMP_SYS_H
+
+#include <sys/types.h>
+
+/* Monotonic seconds (CLOCK_MONOTONIC); deadlines are computed from it. */
+double lmp_now(void);
+
+/* "EAGAIN" for EAGAIN etc.; "E?" for unknown codes.  err is positive. */
+const char *lmp_errname(int err);
+
+/* Private descriptors: luamp's own sentinels, pidfds and result channels.
+ * Every one is O_CLOEXEC and registered here so that a forked child can
+ * close all of them (a sibling's sentinel must never stay open by accident)
+ * while keeping the user's own descriptors, as fork promises. */
+void lmp_fd_track(int fd);
+void lmp_fd_untrack(int fd);
+/* Untrack and close; retries nothing (close must not be retried on EINTR). */
+void lmp_fd_close(int fd);
+/* In a freshly forked child: close every tracked descriptor but `keep`. */
+void lmp_fd_close_tracked(int keep);
+
+/* 1 when the kernel has pidfd_open and waitid(P_PIDFD); 0 otherwise, or
+ * when LUAMP_NO_PIDFD=1 forces the pipe fallback (used by the test suite). */
+int lmp_have_pidfd(void);
+int lmp_pidfd_open(pid_t pid);                 /* fd or -errno */
+int lmp_pidfd_send_signal(int pidfd, int sig); /* 0 or -errno */
+
+/* In a freshly forked child: caught signals back to SIG_DFL (ignored ones
+ * stay ignored, as across exec) and an empty signal mask. */
+void lmp_signals_reset(void);
+
+/* Monotonic-deadline poll: waits until one of fds is readable or the
+ * timeout (seconds; < 0 forever) passes, retrying on EINTR with the time
+ * that is left.  Returns the number ready (revents set), 0 on timeout,
+ * -errno on failure. */
+struct pollfd;
+int lmp_poll(struct pollfd *fds, int n, double timeout);
+
+#endif

@@ -1,0 +1,48 @@
+/*
+ * lmodule.c - luaopen_process and luaopen_process_pi: the entry points a
+ * stock lua5.4 (require "process"), the runner and host applications use.
+ *
+ * The module is the Lua file lua/process/init.lua (embedded at build time)
+ * called with the C core table; process.pi is the native kernels table
+ * completed by lua/process/pi.lua.
+ */
+#include <string.h>
+
+#include "lauxlib.h"
+#include "lembed.h"
+#include "lproc.h"
+#include "lua.h"
+#include "luamp.h"
+
+/* [-0, +1, e]  Load embedded module `name` and call it with the value on
+ * top of the stack (popped); pushes what it returns. */
+static void run_embedded(lua_State *L, const char *name) {
+    for (const lmp_embedded *e = lmp_embedded_lua; e->name; e++) {
+        if (strcmp(e->name, name) != 0) continue;
+        if (luaL_loadbufferx(L, e->src, e->len, e->chunk, "t") != LUA_OK) lua_error(L);
+        lua_insert(L, -2);
+        lua_call(L, 1, 1);
+        return;
+    }
+    luaL_error(L, "luamp: no embedded module '%s'", name);
+}
+
+LUAMP_API int luaopen_process(lua_State *L) {
+    lmp_open_core(L);
+    run_embedded(L, "process");
+    return 1;
+}
+
+LUAMP_API int luaopen_process_pi(lua_State *L) {
+    lua_newtable(L); /* filled by the kernels work */
+    return 1;
+}
+
+LUAMP_API void luamp_openlibs(lua_State *L) {
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+    lua_pushcfunction(L, luaopen_process);
+    lua_setfield(L, -2, "process");
+    lua_pushcfunction(L, luaopen_process_pi);
+    lua_setfield(L, -2, "process.pi");
+    lua_pop(L, 1);
+}

@@ -1,0 +1,358 @@
+/*
+ * lproc.c - "process.Popen" userdata and the core functions (see lproc.h).
+ *
+ * Provides to lua/process/init.lua: core.start, core.wait, core.exit,
+ * core.getpid, core.cpu_count, core.parent_sentinel, core.signame and the
+ * Popen methods poll, wait, signal, close, pid, sentinel.
+ * Uses: start/method.h, core/child.h, core/sys.h.
+ * Must never: hold malloc'd memory across a call that may raise; a Popen is
+ * created empty before the child exists, so an allocation error can never
+ * leave a child nobody tracks.
+ */
+#include "lproc.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/child.h"
+#include "core/sys.h"
+#include "lauxlib.h"
+#include "start/method.h"
+
+#define POPEN "process.Popen"
+#define REGISTRY "process.Registry"
+#define REGISTRY_KEY "process.registry" /* this state's instance */
+
+typedef struct Popen {
+    lmp_child *c;
+} Popen;
+
+typedef struct Registry {
+    lmp_reg *r;
+} Registry;
+
+/* What this process knows about its own creator (set in a child). */
+static lmp_child_info me = {-1, -1, 0};
+static int parent_pidfd = -1;
+
+static int push_oserror(lua_State *L, const char *op, int err) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s: %s", op, strerror(err));
+    lua_pushstring(L, lmp_errname(err));
+    return 3;
+}
+
+static double opt_timeout(lua_State *L, int arg) {
+    if (lua_isnoneornil(L, arg)) return -1;
+    double t = luaL_checknumber(L, arg);
+    if (isnan(t)) luaL_argerror(L, arg, "timeout is NaN");
+    return t < 0 ? 0 : t;
+}
+
+static lmp_child *checkchild(lua_State *L, int idx) {
+    Popen *p = luaL_checkudata(L, idx, POPEN);
+    if (!p->c) luaL_error(L, "process object is closed");
+    return p->c;
+}
+
+/* ---- Popen --------------------------------------------------------- */
+
+static int push_status(lua_State *L, lmp_child *c, int rc, const char *op) {
+    if (rc < 0) {
+        if (rc == -ECHILD) return luaL_error(L, "can only use a child process");
+        return push_oserror(L, op, -rc);
+    }
+    if (rc == 0) {
+        lua_pushnil(L);
+        return 1;
+    }
+    lua_pushinteger(L, c->exitcode);
+    return 1;
+}
+
+/* popen:poll() -> exitcode | nil  (reaps a finished child) */
+static int pop_poll(lua_State *L) {
+    lmp_child *c = checkchild(L, 1);
+    return push_status(L, c, lmp_child_poll(c), "poll");
+}
+
+/* popen:wait([timeout]) -> exitcode | nil on timeout */
+static int pop_wait(lua_State *L) {
+    lmp_child *c = checkchild(L, 1);
+    double t = opt_timeout(L, 2);
+    return push_status(L, c, lmp_child_wait(c, t), "join");
+}
+
+/* popen:signal(sig) -> true | nil, err, ename */
+static int pop_signal(lua_State *L) {
+    lmp_child *c = checkchild(L, 1);
+    int sig = (int)luaL_checkinteger(L, 2);
+    int rc = lmp_child_signal(c, sig);
+    if (rc == -ECHILD) return luaL_error(L, "can only signal a child process");
+    if (rc < 0) return push_oserror(L, "signal", -rc);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int pop_pid(lua_State *L) {
+    lua_pushinteger(L, checkchild(L, 1)->pid);
+    return 1;
+}
+
+static int pop_sentinel(lua_State *L) {
+    lua_pushinteger(L, checkchild(L, 1)->sentinel);
+    return 1;
+}
+
+/* popen:result() -> the raw bytes the child sent (string) */
+static int pop_result(lua_State *L) {
+    lmp_child *c = checkchild(L, 1);
+    lua_pushlstring(L, c->result.data ? c->result.data : "", c->result.len);
+    return 1;
+}
+
+/* popen:close(): release descriptors (the child must have ended). */
+static int pop_close(lua_State *L) {
+    Popen *p = luaL_checkudata(L, 1, POPEN);
+    if (p->c) {
+        if (!p->c->ended && !p->c->foreign)
+            return luaL_error(L, "cannot close a process while it is still running");
+        lmp_child_close(p->c);
+        lmp_child_drop(p->c);
+        p->c = NULL;
+    }
+    return 0;
+}
+
+static int pop_gc(lua_State *L) {
+    Popen *p = luaL_checkudata(L, 1, POPEN);
+    lmp_child_drop(p->c);
+    p->c = NULL;
+    return 0;
+}
+
+static const luaL_Reg pop_methods[] = {
+    {"poll", pop_poll},     {"wait", pop_wait},         {"signal", pop_signal},
+    {"pid", pop_pid},       {"sentinel", pop_sentinel}, {"result", pop_result},
+    {"close", pop_close},   {NULL, NULL}};
+
+/* ---- core functions ------------------------------------------------ */
+
+static lmp_reg *getreg(lua_State *L) {
+    Registry *r = lua_touserdata(L, lua_upvalueindex(1));
+    return r->r;
+}
+
+/* core.start(method, daemon) -> popen in the parent; true in the child;
+ * nil, err, ename when the OS refuses. */
+static int core_start(lua_State *L) {
+    const char *mname = luaL_checkstring(L, 1);
+    lmp_start_opts o = {.daemon = lua_toboolean(L, 2)};
+    const lmp_method *m = lmp_method_find(mname);
+    if (!m) return luaL_error(L, "cannot find context for '%s'", mname);
+    lmp_reg *reg = getreg(L);
+    Popen *p = lua_newuserdatauv(L, sizeof *p, 0); /* empty, safe to collect */
+    p->c = NULL;
+    luaL_setmetatable(L, POPEN);
+    lmp_child *c = lmp_child_new();
+    if (!c) return push_oserror(L, "start", ENOMEM);
+    lmp_child_info info = {-1, -1, 0};
+    int rc = m->start(reg, c, &o, &info);
+    if (rc < 0) {
+        lmp_child_drop(c);
+        return push_oserror(L, "start", -rc);
+    }
+    if (rc == 1) { /* in the child: this record describes nobody */
+        lmp_child_drop(c);
+        me = info;
+        parent_pidfd = -1;
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    c->has_ud = 1;
+    p->c = c;
+    return 1;
+}
+
+/* core.wait(items, timeout) -> list of indexes ready.  Items are integer
+ * descriptors or Popen userdata; children behind either have their result
+ * channels drained while waiting, so a child writing a large result can
+ * always finish. */
+static int core_wait(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    double timeout = opt_timeout(L, 2);
+    lua_Integer n = luaL_len(L, 1);
+    if (n > 4096) return luaL_error(L, "too many objects to wait on");
+    /* poll set: n watched descriptors, then up to n result channels */
+    struct pollfd *pf = lua_newuserdatauv(L, sizeof *pf * (size_t)(2 * n + 1), 0);
+    lmp_child **kids = lua_newuserdatauv(L, sizeof *kids * (size_t)(n + 1), 0);
+    for (lua_Integer i = 0; i < n; i++) {
+        lua_geti(L, 1, i + 1);
+        lmp_child *c = NULL;
+        int fd;
+        if (lua_isinteger(L, -1)) {
+            fd = (int)lua_tointeger(L, -1);
+        } else {
+            Popen *p = luaL_testudata(L, -1, POPEN);
+            if (!p) return luaL_error(L, "bad object #%d to 'wait'", (int)(i + 1));
+            if (!p->c) return luaL_error(L, "process object is closed");
+            c = p->c;
+            fd = c->sentinel;
+        }
+        lua_pop(L, 1);
+        kids[i] = c;
+        pf[i] = (struct pollfd){.fd = fd, .events = POLLIN};
+    }
+    double deadline = timeout < 0 ? -1 : lmp_now() + timeout;
+    int ready = 0;
+    for (;;) {
+        int k = (int)n;
+        for (lua_Integer i = 0; i < n; i++) {
+            lmp_child *c = kids[i];
+            if (c && !c->foreign) {
+                lmp_child_drain(c);
+                if (c->result_fd >= 0)
+                    pf[k++] = (struct pollfd){.fd = c->result_fd, .events = POLLIN};
+            }
+        }
+        double left = -1;
+        if (deadline >= 0) {
+            left = deadline - lmp_now();
+            if (left < 0) left = 0;
+        }
+        int rc = lmp_poll(pf, k, left);
+        if (rc < 0) return push_oserror(L, "wait", -rc);
+        for (lua_Integer i = 0; i < n; i++)
+            if (pf[i].revents & POLLNVAL) return push_oserror(L, "wait", EBADF);
+            else if (pf[i].revents) ready++;
+        if (ready || rc == 0 || (deadline >= 0 && lmp_now() >= deadline)) break;
+    }
+    lua_createtable(L, ready, 0);
+    int j = 0;
+    for (lua_Integer i = 0; i < n; i++)
+        if (pf[i].revents) {
+            lua_pushinteger(L, i + 1);
+            lua_rawseti(L, -2, ++j);
+        }
+    return 1;
+}
+
+/* core.exit(code): the end of a child, after its own clean-up.  Never
+ * returns, never runs the parent's atexit work or closes the Lua state. */
+static int core_exit(lua_State *L) {
+    int code = (int)luaL_optinteger(L, 1, 0);
+    lmp_reg_shutdown_all();
+    fflush(NULL);
+    _exit(code & 0xff);
+    return 0;
+}
+
+/* core.parent_sentinel() -> fd that becomes readable when the parent ends
+ * (opened on first use), or nil when this process is not a child. */
+static int core_parent_sentinel(lua_State *L) {
+    if (me.parent_pid == 0) return 0;
+    if (me.parent_r >= 0) {
+        lua_pushinteger(L, me.parent_r);
+        return 1;
+    }
+    if (parent_pidfd < 0) {
+        int fd = lmp_pidfd_open(me.parent_pid);
+        if (fd < 0 && fd != -ESRCH) return push_oserror(L, "parent_process", -fd);
+        /* The pid named our parent only if it is still our parent now;
+         * if it died, the pid may name another process: use a descriptor
+         * that is readable at once instead. */
+        if (fd < 0 || getppid() != me.parent_pid) {
+            if (fd >= 0) close(fd);
+            int p[2];
+            if (pipe2(p, O_CLOEXEC) < 0) return push_oserror(L, "parent_process", errno);
+            close(p[1]);
+            fd = p[0];
+        }
+        lmp_fd_track(fd);
+        parent_pidfd = fd;
+    }
+    lua_pushinteger(L, parent_pidfd);
+    return 1;
+}
+
+static int core_getpid(lua_State *L) {
+    lua_pushinteger(L, getpid());
+    return 1;
+}
+
+static int core_cpu_count(lua_State *L) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    lua_pushinteger(L, n > 0 ? n : 1);
+    return 1;
+}
+
+/* core.signame(15) -> "SIGTERM" (nil for an unknown number) */
+static int core_signame(lua_State *L) {
+    int s = (int)luaL_checkinteger(L, 1);
+    const char *n = s > 0 && s < NSIG ? sigabbrev_np(s) : NULL;
+    if (!n) return 0;
+    lua_pushfstring(L, "SIG%s", n);
+    return 1;
+}
+
+static int core_have_pidfd(lua_State *L) {
+    lua_pushboolean(L, lmp_have_pidfd());
+    return 1;
+}
+
+static const luaL_Reg core_funcs[] = {
+    {"start", core_start},         {"wait", core_wait},
+    {"exit", core_exit},           {"parent_sentinel", core_parent_sentinel},
+    {"getpid", core_getpid},       {"cpu_count", core_cpu_count},
+    {"signame", core_signame},     {"have_pidfd", core_have_pidfd},
+    {NULL, NULL}};
+
+static int reg_gc(lua_State *L) {
+    Registry *r = luaL_checkudata(L, 1, REGISTRY);
+    lmp_reg_free(r->r);
+    r->r = NULL;
+    return 0;
+}
+
+int lmp_open_core(lua_State *L) {
+    if (luaL_newmetatable(L, POPEN)) {
+        luaL_newlib(L, pop_methods);
+        lua_setfield(L, -2, "__index");
+        lua_pushcfunction(L, pop_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_pop(L, 1);
+    if (luaL_newmetatable(L, REGISTRY)) {
+        lua_pushcfunction(L, reg_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_pop(L, 1);
+    /* One registry per state, kept in the Lua registry. */
+    if (lua_getfield(L, LUA_REGISTRYINDEX, REGISTRY_KEY) == LUA_TNIL) {
+        lua_pop(L, 1);
+        Registry *r = lua_newuserdatauv(L, sizeof *r, 0);
+        r->r = NULL;
+        luaL_setmetatable(L, REGISTRY);
+        r->r = lmp_reg_new();
+        if (!r->r) return luaL_error(L, "not enough memory");
+        lua_pushvalue(L, -1);
+        lua_setfield(L, LUA_REGISTRYINDEX, REGISTRY_KEY);
+    }
+    luaL_newlibtable(L, core_funcs);
+    lua_insert(L, -2);
+    luaL_setfuncs(L, core_funcs, 1);
+    lua_pushinteger(L, SIGTERM);
+    lua_setfield(L, -2, "SIGTERM");
+    lua_pushinteger(L, SIGKILL);
+    lua_setfield(L, -2, "SIGKILL");
+    lua_pushinteger(L, SIGINT);
+    lua_setfield(L, -2, "SIGINT");
+    return 1;
+}

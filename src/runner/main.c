@@ -1,0 +1,332 @@
+/*
+ * main.c - the `luamp` runner, shaped like the stock `lua` command:
+ *
+ *   luamp [options] [script [args]]
+ *     -e stat   execute string 'stat'
+ *     -i        enter interactive mode after running script
+ *     -l mod    require library 'mod' into global 'mod' (-l g=mod: into g)
+ *     -v        show version information
+ *     -E        ignore environment variables (LUA_INIT, LUA_PATH, ...)
+ *     -W        turn warnings on
+ *     --        stop handling options
+ *     -         stop handling options and execute stdin
+ *
+ * The `process` module is built in (package.preload), so scripts need no
+ * LUA_PATH.  Uncaught errors print "luamp: msg" and a traceback and exit 1.
+ * When the script ends by any path, lua_close runs the creator's clean-up:
+ * daemonic children are terminated, the others joined.
+ * Uses: luamp.h and the Lua C API only.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "lauxlib.h"
+#include "lua.h"
+#include "lualib.h"
+#include "luamp.h"
+
+static const char *progname = "luamp";
+static lua_State *globalL;
+
+static void print_usage(const char *badoption) {
+    if (badoption[1] == 'e' || badoption[1] == 'l')
+        fprintf(stderr, "%s: '%s' needs argument\n", progname, badoption);
+    else
+        fprintf(stderr, "%s: unrecognized option '%s'\n", progname, badoption);
+    fprintf(stderr,
+            "usage: %s [options] [script [args]]\n"
+            "Available options are:\n"
+            "  -e stat   execute string 'stat'\n"
+            "  -i        enter interactive mode after executing 'script'\n"
+            "  -l mod    require library 'mod' into global 'mod'\n"
+            "  -l g=mod  require library 'mod' into global 'g'\n"
+            "  -v        show version information\n"
+            "  -E        ignore environment variables\n"
+            "  -W        turn warnings on\n"
+            "  --        stop handling options\n"
+            "  -         stop handling options and execute stdin\n",
+            progname);
+}
+
+static void l_message(const char *msg) {
+    fprintf(stderr, "%s: %s\n", progname, msg);
+    fflush(stderr);
+}
+
+static int report(lua_State *L, int status) {
+    if (status != LUA_OK) {
+        const char *msg = lua_tostring(L, -1);
+        l_message(msg ? msg : "(error object is not a string)");
+        lua_pop(L, 1);
+    }
+    return status;
+}
+
+/* Ctrl-C while Lua runs: raise "interrupted!" at the next hook. */
+static void lstop(lua_State *L, lua_Debug *ar) {
+    (void)ar;
+    lua_sethook(L, NULL, 0, 0);
+    luaL_error(L, "interrupted!");
+}
+
+static void laction(int i) {
+    int flag = LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT;
+    signal(i, SIG_DFL);
+    lua_sethook(globalL, lstop, flag, 1);
+}
+
+static int msghandler(lua_State *L) {
+    const char *msg = lua_tostring(L, 1);
+    if (msg == NULL) {
+        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
+        msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    }
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+static int docall(lua_State *L, int narg, int nres) {
+    int base = lua_gettop(L) - narg;
+    lua_pushcfunction(L, msghandler);
+    lua_insert(L, base);
+    globalL = L;
+    signal(SIGINT, laction);
+    int status = lua_pcall(L, narg, nres, base);
+    signal(SIGINT, SIG_DFL);
+    lua_remove(L, base);
+    return status;
+}
+
+static void print_version(void) {
+    printf("luamp %s (%s)\n", LUAMP_VERSION, LUA_RELEASE);
+    fflush(stdout);
+}
+
+/* arg table: script at 0, its arguments at 1.., options below 0. */
+static void createargtable(lua_State *L, char **argv, int argc, int script) {
+    if (script == argc) script = 0;
+    lua_createtable(L, argc - script - 1, script + 1);
+    for (int i = 0; i < argc; i++) {
+        lua_pushstring(L, argv[i]);
+        lua_rawseti(L, -2, i - script);
+    }
+    lua_setglobal(L, "arg");
+}
+
+static int dochunk(lua_State *L, int status) {
+    if (status == LUA_OK) status = docall(L, 0, 0);
+    return report(L, status);
+}
+
+static int dostring(lua_State *L, const char *s, const char *name) {
+    return dochunk(L, luaL_loadbuffer(L, s, strlen(s), name));
+}
+
+static int dolibrary(lua_State *L, char *globname) {
+    char *modname = strchr(globname, '=');
+    if (modname == NULL) {
+        modname = globname;
+        globname = strrchr(modname, '.') ? strrchr(modname, '.') + 1 : modname;
+    } else {
+        *modname++ = '\0';
+    }
+    lua_getglobal(L, "require");
+    lua_pushstring(L, modname);
+    int status = docall(L, 1, 1);
+    if (status == LUA_OK) lua_setglobal(L, globname);
+    return report(L, status);
+}
+
+static int pushargs(lua_State *L) {
+    if (lua_getglobal(L, "arg") != LUA_TTABLE) luaL_error(L, "'arg' is not a table");
+    int n = (int)luaL_len(L, -1);
+    luaL_checkstack(L, n + 3, "too many arguments to script");
+    for (int i = 1; i <= n; i++) lua_rawgeti(L, -i, i);
+    lua_remove(L, -n - 1);
+    return n;
+}
+
+static int handle_script(lua_State *L, char **argv) {
+    const char *fname = argv[0];
+    if (strcmp(fname, "-") == 0 && strcmp(argv[-1], "--") != 0) fname = NULL; /* stdin */
+    int status = luaL_loadfile(L, fname);
+    if (status == LUA_OK) {
+        int n = pushargs(L);
+        status = docall(L, n, LUA_MULTRET);
+    }
+    return report(L, status);
+}
+
+#define has_error 1
+#define has_i 2
+#define has_v 4
+#define has_e 8
+#define has_E 16
+
+static int collectargs(char **argv, int *first) {
+    int args = 0;
+    int i;
+    if (argv[0] != NULL) {
+        if (argv[0][0]) progname = "luamp";
+    } else {
+        *first = -1;
+        return 0;
+    }
+    for (i = 1; argv[i] != NULL; i++) {
+        *first = i;
+        if (argv[i][0] != '-') return args;
+        switch (argv[i][1]) {
+        case '-':
+            if (argv[i][2] != '\0') return has_error;
+            *first = i + 1;
+            return args;
+        case '\0': return args;
+        case 'E':
+            if (argv[i][2] != '\0') return has_error;
+            args |= has_E;
+            break;
+        case 'W':
+            if (argv[i][2] != '\0') return has_error;
+            break;
+        case 'i':
+        case 'v':
+            if (argv[i][1] == 'i') args |= has_i; /* -i implies -v */
+            if (argv[i][2] != '\0') return has_error;
+            args |= has_v;
+            break;
+        case 'e':
+        case 'l':
+            if (argv[i][1] == 'e') args |= has_e;
+            if (argv[i][2] == '\0') {
+                i++;
+                if (argv[i] == NULL || argv[i][0] == '-') return has_error;
+            }
+            break;
+        default: return has_error;
+        }
+    }
+    *first = i;
+    return args;
+}
+
+static int runargs(lua_State *L, char **argv, int n) {
+    for (int i = 1; i < n; i++) {
+        int option = argv[i][1];
+        switch (option) {
+        case 'e':
+        case 'l': {
+            char *extra = argv[i] + 2;
+            if (*extra == '\0') extra = argv[++i];
+            int status = option == 'e' ? dostring(L, extra, "=(command line)")
+                                       : dolibrary(L, extra);
+            if (status != LUA_OK) return 0;
+            break;
+        }
+        case 'W': lua_warning(L, "@on", 0); break;
+        }
+    }
+    return 1;
+}
+
+static int handle_luainit(lua_State *L) {
+    const char *name = "=LUA_INIT_5_4";
+    const char *init = getenv(name + 1);
+    if (init == NULL) {
+        name = "=LUA_INIT";
+        init = getenv(name + 1);
+    }
+    if (init == NULL) return LUA_OK;
+    if (init[0] == '@') return dochunk(L, luaL_loadfile(L, init + 1));
+    return dostring(L, init, name);
+}
+
+/* A minimal read-eval-print loop (no line editing). */
+static void doREPL(lua_State *L) {
+    char line[4096];
+    for (;;) {
+        fputs("> ", stdout);
+        fflush(stdout);
+        if (!fgets(line, sizeof line, stdin)) break;
+        size_t len = strlen(line);
+        if (len && line[len - 1] == '\n') line[--len] = '\0';
+        lua_settop(L, 0);
+        const char *ret = lua_pushfstring(L, "return %s;", line);
+        int status = luaL_loadbuffer(L, ret, strlen(ret), "=stdin");
+        if (status != LUA_OK) {
+            lua_pop(L, 2);
+            status = luaL_loadbuffer(L, line, len, "=stdin");
+        } else {
+            lua_remove(L, -2);
+        }
+        if (status == LUA_OK) status = docall(L, 0, LUA_MULTRET);
+        if (status == LUA_OK && lua_gettop(L) > 0) {
+            lua_getglobal(L, "print");
+            lua_insert(L, 1);
+            if (lua_pcall(L, lua_gettop(L) - 1, 0, 0) != LUA_OK) report(L, LUA_ERRRUN);
+        } else {
+            report(L, status);
+        }
+    }
+    lua_settop(L, 0);
+    fputs("\n", stdout);
+    fflush(stdout);
+}
+
+static int pmain(lua_State *L) {
+    int argc = (int)lua_tointeger(L, 1);
+    char **argv = (char **)lua_touserdata(L, 2);
+    int script;
+    int args = collectargs(argv, &script);
+    luaL_checkversion(L);
+    if (args == has_error) {
+        print_usage(argv[script]);
+        return 0;
+    }
+    if (args & has_v) print_version();
+    if (args & has_E) {
+        lua_pushboolean(L, 1);
+        lua_setfield(L, LUA_REGISTRYINDEX, "LUA_NOENV");
+    }
+    luaL_openlibs(L);
+    luamp_openlibs(L);
+    createargtable(L, argv, argc, script);
+    lua_gc(L, LUA_GCRESTART);
+    lua_gc(L, LUA_GCGEN, 0, 0);
+    if (!(args & has_E) && handle_luainit(L) != LUA_OK) return 0;
+    if (!runargs(L, argv, script)) return 0;
+    if (script > 0 && script < argc && handle_script(L, argv + script) != LUA_OK) return 0;
+    if (args & has_i) {
+        doREPL(L);
+    } else if (script < 1 || script == argc) {
+        if (!(args & (has_e | has_v))) {
+            if (isatty(0)) {
+                print_version();
+                doREPL(L);
+            } else {
+                dochunk(L, luaL_loadfile(L, NULL));
+            }
+        }
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+int main(int argc, char **argv) {
+    lua_State *L = luaL_newstate();
+    if (L == NULL) {
+        l_message("cannot create state: not enough memory");
+        return EXIT_FAILURE;
+    }
+    lua_gc(L, LUA_GCSTOP);
+    lua_pushcfunction(L, pmain);
+    lua_pushinteger(L, argc);
+    lua_pushlightuserdata(L, argv);
+    int status = lua_pcall(L, 2, 1, 0);
+    int result = lua_toboolean(L, -1);
+    report(L, status);
+    lua_close(L); /* the creator's clean-up: daemons ended, others joined */
+    return (result && status == LUA_OK) ? EXIT_SUCCESS : EXIT_FAILURE;
+}

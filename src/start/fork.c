@@ -1,0 +1,107 @@
+/*
+ * fork.c - the fork start method.
+ *
+ * Provides: lmp_method_fork.  The child is a copy of the caller; it returns
+ * from start() and the binding runs the target in it.
+ * Uses: core/child.h, core/sys.h.
+ *
+ * Order matters here:
+ *  - every descriptor is created O_CLOEXEC before fork, so a concurrent
+ *    exec in a host thread never inherits them;
+ *  - stdio is flushed before fork, so output buffered in the parent is
+ *    written once, not once per process;
+ *  - the pidfd is opened after fork in the parent.  That is race-free: the
+ *    child cannot be reaped by anyone but us (we never waitpid(-1)), so its
+ *    pid stays valid, even as a zombie, until we reap it.  If the parent
+ *    cannot get a pidfd (EMFILE) it kills and reaps the child and reports
+ *    the error, so start() either fully succeeds or leaves nothing.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "core/sys.h"
+#include "method.h"
+
+static void close2(int p[2]) {
+    if (p[0] >= 0) close(p[0]);
+    if (p[1] >= 0) close(p[1]);
+}
+
+static int fork_start(lmp_reg *r, lmp_child *c, const lmp_start_opts *o, lmp_child_info *info) {
+    int use_pidfd = lmp_have_pidfd();
+    int res[2] = {-1, -1}, death[2] = {-1, -1}, par[2] = {-1, -1};
+    int err = 0;
+    if (pipe2(res, O_CLOEXEC) < 0) return -errno;
+    /* Without pidfd: the child holds the write end of `death` (EOF tells
+     * the parent it ended), the parent the write end of `par` (EOF tells
+     * the child its parent ended). */
+    if (!use_pidfd && (pipe2(death, O_CLOEXEC) < 0 || pipe2(par, O_CLOEXEC) < 0)) {
+        err = -errno;
+        close2(res), close2(death), close2(par);
+        return err;
+    }
+    pid_t parent = getpid();
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        err = -errno;
+        close2(res), close2(death), close2(par);
+        return err;
+    }
+    if (pid == 0) {
+        close(res[0]);
+        if (!use_pidfd) close(death[0]), close(par[1]);
+        lmp_reg_after_fork(-1);
+        lmp_signals_reset();
+        if (o->daemon) {
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            if (getppid() != parent) raise(SIGKILL); /* it died before the flag was set */
+        }
+        lmp_fd_track(res[1]);
+        lmp_fd_track(death[1]);
+        lmp_fd_track(par[0]);
+        info->result_w = res[1];
+        info->parent_r = par[0];
+        info->parent_pid = parent;
+        return 1;
+    }
+    close(res[1]);
+    if (!use_pidfd) close(death[1]), close(par[0]);
+    int sentinel = death[0];
+    if (use_pidfd) {
+        sentinel = lmp_pidfd_open(pid);
+        if (sentinel < 0) {
+            err = sentinel;
+            kill(pid, SIGKILL);
+            while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {}
+            close(res[0]);
+            return err;
+        }
+    }
+    fcntl(res[0], F_SETFL, O_NONBLOCK);
+    c->pid = pid;
+    c->sentinel = sentinel;
+    c->is_pidfd = use_pidfd;
+    c->result_fd = res[0];
+    c->parent_w = par[1];
+    c->daemon = o->daemon ? 1 : 0;
+    c->ended = 0;
+    lmp_fd_track(sentinel);
+    lmp_fd_track(res[0]);
+    lmp_fd_track(par[1]);
+    lmp_child_link(r, c);
+    return 0;
+}
+
+const lmp_method lmp_method_fork = {"fork", fork_start};
+
+const lmp_method *lmp_method_find(const char *name) {
+    if (strcmp(name, "fork") == 0) return &lmp_method_fork;
+    return NULL;
+}

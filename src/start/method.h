@@ -1,0 +1,40 @@
+/*
+ * method.h - the start methods behind one interface.
+ *
+ * Provides: struct lmp_method, one per way of creating a child ("fork" for
+ * now; "spawn" and "forkserver" plug in here), and the parent/child
+ * handshake values they share.  The Lua binding picks a method by name and
+ * never forks itself.
+ * Uses: core/child.h.  Must never: include lua.h.
+ */
+#ifndef LMP_METHOD_H
+#define LMP_METHOD_H
+
+#include "core/child.h"
+
+typedef struct lmp_start_opts {
+    int daemon; /* the child dies with its parent (PR_SET_PDEATHSIG) */
+} lmp_start_opts;
+
+/* What a child learns about itself when a method returns in it. */
+typedef struct lmp_child_info {
+    int result_w;     /* write end of the result channel */
+    int parent_r;     /* fallback only: parent sentinel (EOF when it dies) */
+    pid_t parent_pid; /* the creating process */
+} lmp_child_info;
+
+typedef struct lmp_method {
+    const char *name;
+    /* Create a child for record c (linked into r on success).
+     * Returns 0 in the parent, 1 in the child (fork-like methods only;
+     * *info is filled then), -errno when the OS refuses: nothing is
+     * left behind and c is untouched but for its fields being reset. */
+    int (*start)(lmp_reg *r, lmp_child *c, const lmp_start_opts *o, lmp_child_info *info);
+} lmp_method;
+
+extern const lmp_method lmp_method_fork;
+
+/* "fork" -> &lmp_method_fork; NULL for a method that does not exist. */
+const lmp_method *lmp_method_find(const char *name);
+
+#endif
