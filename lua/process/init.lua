@@ -108,6 +108,7 @@ local function new(cls, opts)
     argerror(1, "Process", "daemon must be a boolean, got " .. type(daemon), 2)
   end
   local cur = state.current
+  if daemon == nil then daemon = cur._daemon end
   state.counter = state.counter + 1
   local identity = {}
   for i, v in ipairs(cur._identity) do identity[i] = v end
@@ -116,7 +117,7 @@ local function new(cls, opts)
     _target = target,
     _args = args or {},
     _name = name or ("Process-" .. table.concat(identity, ":")),
-    _daemon = daemon == nil and cur._daemon or daemon,
+    _daemon = daemon,
     _identity = identity,
     _parent_pid = getpid(),
   }
@@ -462,5 +463,12 @@ function M.set_start_method(method, force)
   if not ok then error(fmt("start method '%s' is not available in this build", method), 2) end
   state.method = method
 end
+
+-- Test hook (not API): make the next n calls of a system operation fail,
+-- e.g. M._fault("fork", "EAGAIN") to see start() refused without a real
+-- process limit (root ignores RLIMIT_NPROC).
+M._fault = core.fault
+-- Whether sentinels are pidfds (false: the pipe fallback is in use).
+M._have_pidfd = core.have_pidfd
 
 return M

@@ -26,20 +26,30 @@ double lmp_now(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-const char *lmp_errname(int err) {
-    switch (err) {
-#define E(x) \
-    case x: return #x;
-        E(EPERM) E(ENOENT) E(ESRCH) E(EINTR) E(EIO) E(ENXIO) E(E2BIG)
-        E(ENOEXEC) E(EBADF) E(ECHILD) E(EAGAIN) E(ENOMEM) E(EACCES)
-        E(EFAULT) E(EBUSY) E(EEXIST) E(ENODEV) E(ENOTDIR) E(EISDIR)
-        E(EINVAL) E(ENFILE) E(EMFILE) E(ENOTTY) E(EFBIG) E(ENOSPC)
-        E(ESPIPE) E(EROFS) E(EMLINK) E(EPIPE) E(ERANGE) E(ENAMETOOLONG)
-        E(ENOSYS) E(ELOOP) E(EMSGSIZE) E(ENOTSOCK) E(ETIMEDOUT)
-        E(ECONNREFUSED) E(ECONNRESET) E(ENOTCONN) E(EOVERFLOW)
+#define E(x) {x, #x},
+static const struct {
+    int code;
+    const char *name;
+} errnames[] = {
+    E(EPERM) E(ENOENT) E(ESRCH) E(EINTR) E(EIO) E(ENXIO) E(E2BIG) E(ENOEXEC)
+    E(EBADF) E(ECHILD) E(EAGAIN) E(ENOMEM) E(EACCES) E(EFAULT) E(EBUSY)
+    E(EEXIST) E(ENODEV) E(ENOTDIR) E(EISDIR) E(EINVAL) E(ENFILE) E(EMFILE)
+    E(ENOTTY) E(EFBIG) E(ENOSPC) E(ESPIPE) E(EROFS) E(EMLINK) E(EPIPE)
+    E(ERANGE) E(ENAMETOOLONG) E(ENOSYS) E(ELOOP) E(EMSGSIZE) E(ENOTSOCK)
+    E(ETIMEDOUT) E(ECONNREFUSED) E(ECONNRESET) E(ENOTCONN) E(EOVERFLOW)
+};
 #undef E
-    default: return "E?";
-    }
+
+const char *lmp_errname(int err) {
+    for (size_t i = 0; i < sizeof errnames / sizeof *errnames; i++)
+        if (errnames[i].code == err) return errnames[i].name;
+    return "E?";
+}
+
+int lmp_errno(const char *name) {
+    for (size_t i = 0; i < sizeof errnames / sizeof *errnames; i++)
+        if (strcmp(errnames[i].name, name) == 0) return errnames[i].code;
+    return 0;
 }
 
 /* ---- tracked descriptors ------------------------------------------- */
@@ -163,4 +173,35 @@ int lmp_poll(struct pollfd *fds, int n, double timeout) {
         }
         if (errno != EINTR) return -errno;
     }
+}
+
+/* ---- fault injection ----------------------------------------------- */
+
+static struct {
+    const char *op;
+    int err, count;
+} faults[] = {{"fork", 0, 0}, {"pipe", 0, 0}, {"pidfd", 0, 0}};
+static int faults_armed; /* keeps the common path to one load */
+
+int lmp_fault_set(const char *op, int err, int count) {
+    for (size_t i = 0; i < sizeof faults / sizeof *faults; i++)
+        if (strcmp(faults[i].op, op) == 0) {
+            faults[i].err = err;
+            faults[i].count = count;
+            faults_armed = 0;
+            for (size_t j = 0; j < sizeof faults / sizeof *faults; j++)
+                faults_armed += faults[j].count > 0;
+            return 0;
+        }
+    return -EINVAL;
+}
+
+int lmp_fault_hit(const char *op) {
+    if (!faults_armed) return 0;
+    for (size_t i = 0; i < sizeof faults / sizeof *faults; i++)
+        if (faults[i].count > 0 && strcmp(faults[i].op, op) == 0) {
+            if (--faults[i].count == 0) faults_armed--;
+            return -faults[i].err;
+        }
+    return 0;
 }

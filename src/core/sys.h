@@ -16,6 +16,8 @@ double lmp_now(void);
 
 /* "EAGAIN" for EAGAIN etc.; "E?" for unknown codes.  err is positive. */
 const char *lmp_errname(int err);
+/* The inverse: EAGAIN for "EAGAIN"; 0 for an unknown name. */
+int lmp_errno(const char *name);
 
 /* Private descriptors: luamp's own sentinels, pidfds and result channels.
  * Every one is O_CLOEXEC and registered here so that a forked child can
@@ -44,5 +46,11 @@ void lmp_signals_reset(void);
  * -errno on failure. */
 struct pollfd;
 int lmp_poll(struct pollfd *fds, int n, double timeout);
+
+/* Fault injection for the test suite (SQLite's swappable syscalls, cut
+ * down): the next `count` calls of `op` ("fork", "pipe", "pidfd") fail
+ * with err.  lmp_fault_hit returns -err for an armed op, else 0. */
+int lmp_fault_set(const char *op, int err, int count);
+int lmp_fault_hit(const char *op);
 
 #endif

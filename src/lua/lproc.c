@@ -307,7 +307,19 @@ static int core_have_pidfd(lua_State *L) {
     return 1;
 }
 
+/* core.fault(op, ename, count): test hook, see lmp_fault_set. */
+static int core_fault(lua_State *L) {
+    const char *op = luaL_checkstring(L, 1);
+    const char *name = luaL_checkstring(L, 2);
+    int err = lmp_errno(name);
+    if (!err) return luaL_argerror(L, 2, "unknown errno name");
+    if (lmp_fault_set(op, err, (int)luaL_optinteger(L, 3, 1)) < 0)
+        return luaL_argerror(L, 1, "unknown operation");
+    return 0;
+}
+
 static const luaL_Reg core_funcs[] = {
+    {"fault", core_fault},
     {"start", core_start},         {"wait", core_wait},
     {"exit", core_exit},           {"parent_sentinel", core_parent_sentinel},
     {"getpid", core_getpid},       {"cpu_count", core_cpu_count},

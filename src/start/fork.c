@@ -36,7 +36,8 @@ static void close2(int p[2]) {
 static int fork_start(lmp_reg *r, lmp_child *c, const lmp_start_opts *o, lmp_child_info *info) {
     int use_pidfd = lmp_have_pidfd();
     int res[2] = {-1, -1}, death[2] = {-1, -1}, par[2] = {-1, -1};
-    int err = 0;
+    int err = lmp_fault_hit("pipe");
+    if (err) return err;
     if (pipe2(res, O_CLOEXEC) < 0) return -errno;
     /* Without pidfd: the child holds the write end of `death` (EOF tells
      * the parent it ended), the parent the write end of `par` (EOF tells
@@ -48,9 +49,10 @@ static int fork_start(lmp_reg *r, lmp_child *c, const lmp_start_opts *o, lmp_chi
     }
     pid_t parent = getpid();
     fflush(NULL);
-    pid_t pid = fork();
+    err = lmp_fault_hit("fork");
+    pid_t pid = err ? -1 : fork();
     if (pid < 0) {
-        err = -errno;
+        if (!err) err = -errno;
         close2(res), close2(death), close2(par);
         return err;
     }
@@ -75,7 +77,8 @@ static int fork_start(lmp_reg *r, lmp_child *c, const lmp_start_opts *o, lmp_chi
     if (!use_pidfd) close(death[1]), close(par[0]);
     int sentinel = death[0];
     if (use_pidfd) {
-        sentinel = lmp_pidfd_open(pid);
+        sentinel = lmp_fault_hit("pidfd");
+        if (!sentinel) sentinel = lmp_pidfd_open(pid);
         if (sentinel < 0) {
             err = sentinel;
             kill(pid, SIGKILL);

@@ -1,0 +1,110 @@
+-- spec/helper.lua - what every spec shares: leak checks (no child process,
+-- no descriptor left behind by a test), running commands from outside, and
+-- the paths of the build.
+local lfs = require "lfs"
+
+local H = {}
+
+H.luamp = os.getenv("LUAMP") or "build/luamp"
+H.lua = os.getenv("LUA") or "lua5.4"
+H.srcdir = os.getenv("LUAMP_SRCDIR") or "."
+
+local function fds()
+  local set = {}
+  for f in lfs.dir("/proc/self/fd") do
+    if f ~= "." and f ~= ".." then set[tonumber(f)] = true end
+  end
+  return set
+end
+
+-- Pids of this process's children, zombies included.
+function H.children()
+  local list = {}
+  for tid in lfs.dir("/proc/self/task") do
+    if tid ~= "." and tid ~= ".." then
+      local f = io.open("/proc/self/task/" .. tid .. "/children")
+      if f then
+        for pid in f:read("a"):gmatch("%d+") do list[#list + 1] = tonumber(pid) end
+        f:close()
+      end
+    end
+  end
+  return list
+end
+
+local before
+function H.snapshot()
+  before = fds()
+end
+
+-- after_each: the test left no child and no descriptor behind.
+function H.check()
+  local process = require "process"
+  local kids = H.children()
+  if #kids > 0 then
+    for _, p in ipairs(process.active_children()) do p:kill(); p:join() end
+    error("test left child processes behind: " .. table.concat(kids, " "), 2)
+  end
+  -- a Process object holds its sentinel until close() or collection
+  collectgarbage("collect")
+  collectgarbage("collect")
+  local now, leaked = fds(), {}
+  for fd in pairs(now) do
+    if not before[fd] then leaked[#leaked + 1] = fd end
+  end
+  -- the directory handle lfs.dir held while listing is gone by now, but
+  -- one listing may see the other's handle: ignore descriptors now closed
+  local still = {}
+  for _, fd in ipairs(leaked) do
+    if lfs.attributes("/proc/self/fd/" .. fd) then still[#still + 1] = fd end
+  end
+  if #still > 0 then
+    table.sort(still)
+    error("test leaked descriptors: " .. table.concat(still, " "), 2)
+  end
+end
+
+
+local function readfile(path)
+  local f = io.open(path, "rb")
+  if not f then return "" end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+-- Run a shell command; returns stdout, stderr, exit code (-signum when
+-- a signal ended it).
+function H.run(cmd, stdin)
+  local out, err, inf = os.tmpname(), os.tmpname(), "/dev/null"
+  if stdin then
+    inf = os.tmpname()
+    local f = assert(io.open(inf, "wb"))
+    f:write(stdin)
+    f:close()
+  end
+  local ok, how, code = os.execute("(" .. cmd .. ") < " .. inf .. " > " .. out .. " 2> " .. err)
+  local o, e = readfile(out), readfile(err)
+  os.remove(out)
+  os.remove(err)
+  if stdin then os.remove(inf) end
+  if ok then return o, e, 0 end
+  return o, e, how == "signal" and -code or code
+end
+
+-- Run a Lua script text under the runner (or stock lua5.4 with how="lua").
+function H.script(text, how, args)
+  local path = os.tmpname()
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+  local interp = how == "lua" and H.lua or H.luamp
+  local o, e, c = H.run(interp .. " " .. path .. " " .. (args or ""))
+  os.remove(path)
+  return o, e, c
+end
+
+-- Quote a value for a shell command line.
+function H.q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+return H
