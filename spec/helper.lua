@@ -6,6 +6,7 @@ local lfs = require "lfs"
 local H = {}
 
 H.luamp = os.getenv("LUAMP") or "build/luamp"
+if H.luamp:sub(1, 1) ~= "/" then H.luamp = os.getenv("PWD") .. "/" .. H.luamp end
 H.lua = os.getenv("LUA") or "lua5.4"
 H.srcdir = os.getenv("LUAMP_SRCDIR") or "."
 
@@ -83,7 +84,7 @@ function H.run(cmd, stdin)
     f:write(stdin)
     f:close()
   end
-  local ok, how, code = os.execute("(" .. cmd .. ") < " .. inf .. " > " .. out .. " 2> " .. err)
+  local ok, how, code = os.execute("exec 2>/dev/null; (" .. cmd .. ") < " .. inf .. " > " .. out .. " 2> " .. err)
   local o, e = readfile(out), readfile(err)
   os.remove(out)
   os.remove(err)

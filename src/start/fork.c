@@ -10,6 +10,10 @@
  *    exec in a host thread never inherits them;
  *  - stdio is flushed before fork, so output buffered in the parent is
  *    written once, not once per process;
+ *  - every signal is blocked across fork: a signal sent to the new child
+ *    before it has reset its handlers (interrupt() right after start())
+ *    waits until the handlers are the defaults, instead of running the
+ *    parent's handler in the child;
  *  - the pidfd is opened after fork in the parent.  That is race-free: the
  *    child cannot be reaped by anyone but us (we never waitpid(-1)), so its
  *    pid stays valid, even as a zombie, until we reap it.  If the parent
@@ -18,6 +22,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -49,8 +54,12 @@ static int fork_start(lmp_reg *r, lmp_child *c, const lmp_start_opts *o, lmp_chi
     }
     pid_t parent = getpid();
     fflush(NULL);
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
     err = lmp_fault_hit("fork");
     pid_t pid = err ? -1 : fork();
+    if (pid != 0) pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (pid < 0) {
         if (!err) err = -errno;
         close2(res), close2(death), close2(par);
@@ -60,7 +69,7 @@ static int fork_start(lmp_reg *r, lmp_child *c, const lmp_start_opts *o, lmp_chi
         close(res[0]);
         if (!use_pidfd) close(death[0]), close(par[1]);
         lmp_reg_after_fork(-1);
-        lmp_signals_reset();
+        lmp_signals_reset(); /* handlers to default, then unblock all */
         if (o->daemon) {
             prctl(PR_SET_PDEATHSIG, SIGKILL);
             if (getppid() != parent) raise(SIGKILL); /* it died before the flag was set */
