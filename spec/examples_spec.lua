@@ -1,0 +1,108 @@
+-- Every example runs under the runner and prints what it promises, so the
+-- examples never rot.
+local H = require "spec.helper"
+
+local function lines(s)
+  local t = {}
+  for l in s:gmatch("[^\n]+") do t[#t + 1] = l end
+  return t
+end
+
+local function sorted(t)
+  table.sort(t)
+  return t
+end
+
+local examples = {
+  ["workers.lua"] = function(out)
+    assert.same({"Worker", "Worker", "Worker", "Worker", "Worker"}, lines(out))
+  end,
+  ["worker_args.lua"] = function(out)
+    assert.same({"Worker:\t0", "Worker:\t1", "Worker:\t2", "Worker:\t3", "Worker:\t4"}, sorted(lines(out)))
+  end,
+  ["names.lua"] = function(out)
+    assert.same(sorted{"worker 1\tStarting", "Process-3\tStarting", "my_service\tStarting",
+      "worker 1\tExiting", "Process-3\tExiting", "my_service\tExiting"}, sorted(lines(out)))
+  end,
+  ["daemon.lua"] = function(out)
+    local l = lines(out)
+    assert.equal(3, #l)
+    assert.matches("^Starting:\tdaemon\t%d+$", l[1])
+    local pid = l[2]:match("^Starting:\tnon%-daemon\t(%d+)$")
+    assert.equal("Exiting :\tnon-daemon\t" .. pid, l[3])
+  end,
+  ["daemon_join.lua"] = function(out)
+    assert.same({"Starting:\tdaemon", "Starting:\tnon-daemon", "Exiting :\tnon-daemon",
+      "Exiting :\tdaemon"}, lines(out))
+  end,
+  ["daemon_join_timeout.lua"] = function(out)
+    local l = lines(out)
+    assert.same(sorted{"Starting:\tdaemon", "Starting:\tnon-daemon", "Exiting :\tnon-daemon",
+      "d:join(1)\tnil\ttimeout", "d:is_alive()\ttrue"}, sorted(l))
+    assert.not_matches("Exiting :\tdaemon", out)
+  end,
+  ["terminate.lua"] = function(out)
+    local l = {}
+    for _, x in ipairs(lines(out)) do
+      if x ~= "Starting worker" then l[#l + 1] = x end -- if it got that far
+    end
+    assert.matches("^BEFORE:\t<Process name='Process%-1' parent=%d+ initial>\tfalse$", l[1])
+    assert.matches("^DURING:\t<Process name='Process%-1' pid=%d+ parent=%d+ started>\ttrue$", l[2])
+    assert.matches("^TERMINATED:\t<Process name='Process%-1' pid=%d+ parent=%d+ %a+.*>\t%a+$", l[3])
+    assert.matches("^JOINED:\t<Process name='Process%-1' pid=%d+ parent=%d+ stopped exitcode=%-SIGTERM>\tfalse$", l[4])
+  end,
+  ["exitcode.lua"] = function(out, err)
+    assert.matches("     exit_error.exitcode = 1\n        exit_ok.exitcode = 0\n" ..
+      "   return_value.exitcode = 0\n         raises.exitcode = 1\n     terminated.exitcode = %-15\n$", out)
+    assert.matches("^Process raises:\nexamples/exitcode.lua:%d+: There was an error!\nstack traceback:", err)
+  end,
+  ["first_of_three.lua"] = function(out)
+    local l = lines(out)
+    assert.matches("^first to finish:\tp[123]$", l[1])
+    assert.matches("^next to finish:\tp[123]$", l[2])
+    assert.not_equal(l[1]:match("p%d"), l[2]:match("p%d"))
+    assert.equal("all finished", l[3])
+  end,
+  ["lifecycle.lua"] = function(out)
+    assert.matches("^is_alive%(%) before start:\tfalse\nis_alive%(%) after start:\ttrue\npid:\tinteger\n" ..
+      "%[Worker%-1%] Starting\n%[Worker%-1%] Done after 0%.2s\nis_alive%(%) after join:\tfalse\nexitcode:\t0\n" ..
+      "Hello from greeter, greeting Alice\nStep 0\n", out)
+    assert.matches("\nProcess exitcode:\t%-15\nMain process finished\n$", out)
+  end,
+  ["pi_series.lua"] = function(out)
+    -- partial sums printed by every process; the shares add up to pi
+    local total = {}
+    local procs
+    for l in out:gmatch("[^\n]+") do
+      local p = l:match("^(%d+) process")
+      if p then procs = tonumber(p); total[procs] = 0 end
+      local s = l:match(": ([%d.e+-]+)$")
+      if s and procs then total[procs] = total[procs] + tonumber(s) end
+    end
+    for _, p in ipairs{1, 2, 4} do
+      assert.is_true(math.abs(total[p] - math.pi) < 1e-4, "procs " .. p .. ": " .. tostring(total[p]))
+    end
+  end,
+}
+
+describe("examples", function()
+  before_each(H.snapshot)
+  after_each(H.check)
+
+  for name, check in pairs(examples) do
+    it(name, function()
+      local args = name == "pi_series.lua" and " 200000" or ""
+      local out, err, code = H.run(H.luamp .. " examples/" .. name .. args)
+      assert.equal(0, code, err)
+      if name ~= "exitcode.lua" then assert.equal("", err) end
+      check(out, err)
+    end)
+  end
+
+  it("covers every example in examples/", function()
+    local lfs = require "lfs"
+    for f in lfs.dir("examples") do
+      if f:match("%.lua$") then assert.is_function(examples[f], f .. " has no check") end
+    end
+  end)
+end)
