@@ -1,0 +1,26 @@
+#!/usr/bin/env python3
+"""count_tests.py LOG.json... : sum TAP results over meson test logs.
+
+Every meson test here speaks TAP (busted -o TAP, the C tests' tap.h), so
+the real number of checks is the number of "ok"/"not ok" lines.  A test
+that crashed or timed out before printing its plan counts as one failure.
+Prints "N passed, N failed" and exits 1 if anything failed.
+"""
+import json
+import re
+import sys
+
+passed = failed = 0
+for path in sys.argv[1:]:
+    with open(path) as f:
+        for line in f:
+            t = json.loads(line)
+            out = t.get("stdout") or ""
+            oks = len(re.findall(r"^ok \d+", out, re.M))
+            nots = len(re.findall(r"^not ok \d+", out, re.M))
+            passed += oks
+            failed += nots
+            if t.get("result") not in ("OK", "SKIP", "EXPECTEDFAIL") and nots == 0:
+                failed += 1
+print(f"{passed} passed, {failed} failed")
+sys.exit(1 if failed else 0)
