@@ -139,6 +139,14 @@ function Process:extend()
   return setmetatable({}, { __index = self, __call = new })
 end
 
+local function exitcode_name(code)
+  if code < 0 then
+    local name = core.signame(-code)
+    if name then return "-" .. name end
+  end
+  return tostring(code)
+end
+
 -- properties ---------------------------------------------------------------
 
 function getters.name(self) return rawget(self, "_name") end
@@ -181,9 +189,28 @@ function getters.sentinel(self)
   return popen:sentinel()
 end
 
+-- The child's results, fetched from the C side once, after the end.
+-- Returns kind ("R", "E", "X" or false for nothing sent) and the value.
+local function outcome(self)
+  local kind = rawget(self, "_rkind")
+  if kind == nil then
+    local popen = rawget(self, "_popen")
+    if popen == nil or not is_child(self) or popen:poll() == nil then return nil end
+    reaped(self)
+    local value
+    kind, value = popen:take_result()
+    kind = kind or false
+    rawset(self, "_rkind", kind)
+    rawset(self, "_rvalue", value)
+  end
+  return kind, rawget(self, "_rvalue")
+end
+
 function getters.error(self)
   closed_check(self, 3)
-  return rawget(self, "_error")
+  local kind, value = outcome(self)
+  if kind == "E" then return value end
+  return nil
 end
 
 -- methods ------------------------------------------------------------------
@@ -253,6 +280,27 @@ local function send_signal(self, sig)
   return popen:signal(sig)
 end
 
+-- p:result() -> the values the target returned (beyond Python).
+function Process:result()
+  closed_check(self, 2)
+  if rawget(self, "_popen") == nil then error("process not started", 2) end
+  if not is_child(self) then error("can only get the result of a child process", 2) end
+  local kind, value = outcome(self)
+  if kind == nil then error("process has not finished", 2) end
+  if kind == "E" then error(value, 0) end
+  local code = rawget(self, "_popen"):poll()
+  if kind == "X" then
+    error(fmt("process ended with exitcode %s and its result was lost (%s)", exitcode_name(code), value), 2)
+  end
+  if kind == false then
+    if code ~= 0 then
+      error(fmt("process ended with exitcode %s before returning", exitcode_name(code)), 2)
+    end
+    return
+  end
+  return table.unpack(value, 1, value.n)
+end
+
 function Process:terminate() return send_signal(self, core.SIGTERM) end
 function Process:kill() return send_signal(self, core.SIGKILL) end
 function Process:interrupt() return send_signal(self, core.SIGINT) end
@@ -271,13 +319,6 @@ function Process:close()
   rawset(self, "_closed", true)
 end
 
-local function exitcode_name(code)
-  if code < 0 then
-    local name = core.signame(-code)
-    if name then return "-" .. name end
-  end
-  return tostring(code)
-end
 
 function Process:_repr()
   local status, exitcode
@@ -385,10 +426,21 @@ function bootstrap(self)
   rawset(self, "_started", true)
   rawset(self, "_popen", nil)
   os.exit = child_exit
-  local ok, err = xpcall(self.run, handler, self)
-  local code = 0
-  if not ok then
+  local res = table.pack(xpcall(self.run, handler, self))
+  local code, err = 0, nil
+  if res[1] then
+    if res.n > 1 then
+      local values = table.pack(table.unpack(res, 2, res.n))
+      local sent, why = pcall(core.send_result, "R", values)
+      if not sent then err = why end
+    end
+  else
+    err = res[2]
+  end
+  if err ~= nil then
     io.stderr:write(fmt("Process %s:\n%s\n", rawget(self, "_name"), tostring(err)))
+    io.stderr:flush()
+    pcall(core.send_result, "E", tostring(err))
     code = 1
   end
   core.exit(code)
@@ -420,6 +472,11 @@ end
 
 function M.cpu_count() return core.cpu_count() end
 
+local function has_fileno(o)
+  local ok, f = pcall(function() return o.fileno end)
+  return ok and type(f) == "function"
+end
+
 -- wait(objects[, timeout]) -> the ready objects, in the order given.
 function M.wait(objects, timeout)
   if type(objects) ~= "table" then argerror(1, "wait", "table expected, got " .. type(objects)) end
@@ -434,7 +491,7 @@ function M.wait(objects, timeout)
       local popen = rawget(o, "_popen")
       if popen == nil then error("process not started", 2) end
       items[i] = popen
-    elseif type(o) == "table" and type(o.fileno) == "function" then
+    elseif (type(o) == "table" or type(o) == "userdata") and has_fileno(o) then
       items[i] = o:fileno()
     else
       argerror(1, "wait", fmt("object %d is not a sentinel, Process or Connection (%s)", i, type(o)))
@@ -445,6 +502,9 @@ function M.wait(objects, timeout)
   for i, idx in ipairs(ready) do ready[i] = objects[idx] end
   return ready
 end
+
+M.Pipe = core.Pipe
+M.Queue = core.Queue
 
 function M.get_start_method() return state.method or AVAILABLE[1] end
 

@@ -21,9 +21,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "codec/codec.h"
 #include "core/child.h"
 #include "core/sys.h"
 #include "lauxlib.h"
+#include "lcodec.h"
+#include "lconn.h"
 #include "start/method.h"
 
 #define POPEN "process.Popen"
@@ -42,19 +45,8 @@ typedef struct Registry {
 static lmp_child_info me = {-1, -1, 0};
 static int parent_pidfd = -1;
 
-static int push_oserror(lua_State *L, const char *op, int err) {
-    lua_pushnil(L);
-    lua_pushfstring(L, "%s: %s", op, strerror(err));
-    lua_pushstring(L, lmp_errname(err));
-    return 3;
-}
-
-static double opt_timeout(lua_State *L, int arg) {
-    if (lua_isnoneornil(L, arg)) return -1;
-    double t = luaL_checknumber(L, arg);
-    if (isnan(t)) luaL_argerror(L, arg, "timeout is NaN");
-    return t < 0 ? 0 : t;
-}
+#define push_oserror lmp_pushoserror
+#define opt_timeout(L, arg) lmp_opttimeout(L, arg, -1)
 
 static lmp_child *checkchild(lua_State *L, int idx) {
     Popen *p = luaL_checkudata(L, idx, POPEN);
@@ -111,11 +103,30 @@ static int pop_sentinel(lua_State *L) {
     return 1;
 }
 
-/* popen:result() -> the raw bytes the child sent (string) */
-static int pop_result(lua_State *L) {
+/* popen:take_result() -> kind, value once the child has ended:
+ *   "R", {n = N, ...}   the values the target returned
+ *   "E", message        the target's error, with its traceback
+ *   "X", message        the bytes could not be decoded (a child killed
+ *                       half-way through writing them, say)
+ *   nothing             the child sent nothing
+ * The bytes are freed once decoded: call it once and keep the value. */
+static int pop_take_result(lua_State *L) {
     lmp_child *c = checkchild(L, 1);
-    lua_pushlstring(L, c->result.data ? c->result.data : "", c->result.len);
-    return 1;
+    if (!c->ended) return luaL_error(L, "process has not finished");
+    if (c->result.len == 0) return 0;
+    const char *kind = c->result.data[0] == 'E' ? "E" : "R";
+    if (c->result.data[0] != 'E' && c->result.data[0] != 'R') {
+        lua_pushliteral(L, "X");
+        lua_pushliteral(L, "codec: corrupt result");
+    } else if (lmp_codec_decode(L, c->result.data + 1, c->result.len - 1, 0) == 0) {
+        lua_pushstring(L, kind);
+        lua_insert(L, -2);
+    } else {
+        lua_pushliteral(L, "X");
+        lua_insert(L, -2);
+    }
+    lmp_buf_free(&c->result);
+    return 2;
 }
 
 /* popen:close(): release descriptors (the child must have ended). */
@@ -140,7 +151,7 @@ static int pop_gc(lua_State *L) {
 
 static const luaL_Reg pop_methods[] = {
     {"poll", pop_poll},     {"wait", pop_wait},         {"signal", pop_signal},
-    {"pid", pop_pid},       {"sentinel", pop_sentinel}, {"result", pop_result},
+    {"pid", pop_pid},       {"sentinel", pop_sentinel}, {"take_result", pop_take_result},
     {"close", pop_close},   {NULL, NULL}};
 
 /* ---- core functions ------------------------------------------------ */
@@ -254,6 +265,36 @@ static int core_exit(lua_State *L) {
     return 0;
 }
 
+/* core.send_result(kind, value): in a child, write the frame the parent's
+ * take_result reads: one byte "R" (value is table.pack of the results) or
+ * "E" (value is the error message), then the codec message.  Raises with
+ * the path of an unsendable value before anything is written. */
+static int core_send_result(lua_State *L) {
+    const char *kind = luaL_checkstring(L, 1);
+    luaL_checkany(L, 2);
+    if (me.result_w < 0) return luaL_error(L, "not in a child process");
+    lmp_buf *b = lmp_lbuf_new(L);
+    lmp_buf_append(b, kind[0] == 'E' ? "E" : "R", 1);
+    lmp_lencode(L, 2, b, "result", 0);
+    /* Nobody may be reading any more (the parent ended): no SIGPIPE. */
+    signal(SIGPIPE, SIG_IGN);
+    if (b->len > 65536) fcntl(me.result_w, F_SETPIPE_SZ, 1 << 20);
+    const char *p = b->data;
+    size_t n = b->len;
+    while (n > 0) {
+        ssize_t w = write(me.result_w, p, n);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return lmp_pushoserror(L, "result", errno);
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    lmp_buf_free(b);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 /* core.parent_sentinel() -> fd that becomes readable when the parent ends
  * (opened on first use), or nil when this process is not a child. */
 static int core_parent_sentinel(lua_State *L) {
@@ -324,6 +365,8 @@ static const luaL_Reg core_funcs[] = {
     {"exit", core_exit},           {"parent_sentinel", core_parent_sentinel},
     {"getpid", core_getpid},       {"cpu_count", core_cpu_count},
     {"signame", core_signame},     {"have_pidfd", core_have_pidfd},
+    {"send_result", core_send_result}, {"Pipe", lmp_open_pipe},
+    {"Queue", lmp_open_queue},
     {NULL, NULL}};
 
 static int reg_gc(lua_State *L) {

@@ -1,0 +1,73 @@
+/*
+ * lcodec.c - codec helpers for the binding (see lcodec.h).
+ */
+#include "lcodec.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "codec/codec.h"
+#include "core/sys.h"
+#include "lauxlib.h"
+
+#define LBUF "process.Buffer"
+
+static int lbuf_gc(lua_State *L) {
+    lmp_buf_free(luaL_checkudata(L, 1, LBUF));
+    return 0;
+}
+
+lmp_buf *lmp_lbuf_new(lua_State *L) {
+    lmp_buf *b = lua_newuserdatauv(L, sizeof *b, 0);
+    lmp_buf_init(b);
+    if (luaL_newmetatable(L, LBUF)) {
+        lua_pushcfunction(L, lbuf_gc);
+        lua_setfield(L, -2, "__gc");
+        lua_pushcfunction(L, lbuf_gc);
+        lua_setfield(L, -2, "__close");
+    }
+    lua_setmetatable(L, -2);
+    return b;
+}
+
+/* Encoding raises from inside; catch it to put b back as it was. */
+static int encode_protected(lua_State *L) {
+    lmp_buf *b = lua_touserdata(L, 2);
+    const char *root = lua_touserdata(L, 3);
+    int flags = (int)lua_tointeger(L, 4);
+    lmp_codec_encode(L, 1, b, root, flags);
+    return 0;
+}
+
+void lmp_lencode(lua_State *L, int idx, lmp_buf *b, const char *root, int flags) {
+    size_t len = b->len;
+    idx = lua_absindex(L, idx);
+    lua_pushcfunction(L, encode_protected);
+    lua_pushvalue(L, idx);
+    lua_pushlightuserdata(L, b);
+    lua_pushlightuserdata(L, (void *)root);
+    lua_pushinteger(L, flags);
+    if (lua_pcall(L, 4, 0, 0) != LUA_OK) {
+        b->len = len;
+        lua_error(L);
+    }
+}
+
+void lmp_ldecode(lua_State *L, const char *p, size_t n, int flags) {
+    if (lmp_codec_decode(L, p, n, flags) != 0) lua_error(L);
+}
+
+int lmp_pushoserror(lua_State *L, const char *op, int err) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s: %s", op, strerror(err));
+    lua_pushstring(L, lmp_errname(err));
+    return 3;
+}
+
+double lmp_opttimeout(lua_State *L, int arg, double dflt) {
+    if (lua_isnoneornil(L, arg)) return dflt;
+    double t = luaL_checknumber(L, arg);
+    if (isnan(t)) luaL_argerror(L, arg, "timeout is NaN");
+    if (t > 1e9) return -1;
+    return t < 0 ? 0 : t;
+}
