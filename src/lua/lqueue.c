@@ -37,7 +37,7 @@ static int timeout_or_error(lua_State *L, int rc, const char *op) {
 static int queue_put(lua_State *L) {
     Queue *q = checkqueue(L);
     luaL_checkany(L, 2);
-    if (lua_isnil(L, 2)) return luaL_argerror(L, 1, "nil cannot be put in a queue");
+    if (lua_isnil(L, 2)) return luaL_argerror(L, 2, "nil cannot be put in a queue");
     double t = lmp_opttimeout(L, 3, -1);
     lmp_buf *b = lmp_lbuf_new(L);
     lmp_lencode(L, 2, b, "value", 0);
