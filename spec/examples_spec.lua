@@ -74,6 +74,17 @@ local examples = {
     end
     assert.matches("\nProcess exitcode:\t%-15\nMain process finished\n$", out)
   end,
+  ["pi.lua"] = function(out)
+    local l = lines(out)
+    assert.matches("^pi by the Leibniz series, kernel %w+, %d+ CPUs$", l[1])
+    assert.equal(5, #l)
+    for i, p in ipairs{1, 2, 4} do
+      local terms, procs, est = l[i + 2]:match("^%s+(%d+)%s+(%d+)%s+[%d.]+%s+[%d.]+%s+([%d.]+)%s+%-?[%d.e+-]+$")
+      assert.equal("1000000000", terms)
+      assert.equal(tostring(p), procs)
+      assert.is_true(math.abs(tonumber(est) - math.pi) < 1.1e-9)
+    end
+  end,
   ["pi_series.lua"] = function(out)
     -- partial sums printed by every process; the shares add up to pi
     local total = {}
@@ -103,6 +114,16 @@ describe("examples", function()
       check(out, err)
     end)
   end
+
+  it("pi.lua --json prints the same table as JSON", function()
+    local out, err, code = H.run(H.luamp .. " examples/pi.lua --terms 1e7 --procs 1,2 --json")
+    assert.equal(0, code, err)
+    local t = require("cjson").decode(out)
+    assert.equal(2, #t.rows)
+    assert.equal(2, t.rows[2].processes)
+    assert.equal(1e7, t.rows[1].terms)
+    assert.is_true(math.abs(tonumber(t.rows[2].estimate_exact) - math.pi) < 1.1e-7)
+  end)
 
   it("covers every example in examples/", function()
     local lfs = require "lfs"

@@ -10,6 +10,7 @@
 
 #include "lauxlib.h"
 #include "lembed.h"
+#include "lpi.h"
 #include "lproc.h"
 #include "lua.h"
 #include "luamp.h"
@@ -34,7 +35,8 @@ LUAMP_API int luaopen_process(lua_State *L) {
 }
 
 LUAMP_API int luaopen_process_pi(lua_State *L) {
-    lua_newtable(L); /* filled by the kernels work */
+    lmp_open_pi(L);
+    run_embedded(L, "process.pi");
     return 1;
 }
 
