@@ -17,10 +17,12 @@ local M = {}
 -- Per-process bookkeeping; a child starts it afresh (see bootstrap).
 local state = {
   current = nil,   -- this process's Process object
-  parent = nil,    -- parent_process() object, in a child
+  parent = false,  -- parent_process() object, made on first use in a child
+  parent_pid = false,
+  parent_name = false,
   counter = 0,     -- names Process-N
   seq = 0,         -- start order, for active_children()
-  children = {},   -- started, not yet reaped Process objects
+  children = {},   -- started, not yet reaped Process objects (false: none yet)
   method = nil,    -- set by set_start_method
 }
 
@@ -113,6 +115,9 @@ local function new(cls, opts)
   local identity = {}
   for i, v in ipairs(cur._identity) do identity[i] = v end
   identity[#identity + 1] = state.counter
+  -- Every field start() sets is present from the start (false): setting
+  -- it later then never grows the table, which after fork would allocate
+  -- in pages the child shares.
   local self = {
     _target = target,
     _args = args or {},
@@ -120,6 +125,12 @@ local function new(cls, opts)
     _daemon = daemon,
     _identity = identity,
     _parent_pid = getpid(),
+    _popen = false,
+    _pid = false,
+    _started = false,
+    _seq = false,
+    _closed = false,
+    _is_current = false,
   }
   for k, v in pairs(opts) do
     if not KNOWN[k] then
@@ -165,18 +176,18 @@ end
 function getters.pid(self)
   closed_check(self, 3)
   if rawget(self, "_is_current") then return getpid() end
-  return rawget(self, "_pid")
+  return rawget(self, "_pid") or nil
 end
 getters.ident = getters.pid
 
 local function reaped(self)
-  state.children[self] = nil
+  if state.children then state.children[self] = nil end
 end
 
 function getters.exitcode(self)
   closed_check(self, 3)
   local popen = rawget(self, "_popen")
-  if popen == nil or not is_child(self) then return nil end
+  if not popen or not is_child(self) then return nil end
   local code = popen:poll()
   if code ~= nil then reaped(self) end
   return code
@@ -185,7 +196,7 @@ end
 function getters.sentinel(self)
   closed_check(self, 3)
   local popen = rawget(self, "_popen")
-  if popen == nil then error("process not started", 3) end
+  if not popen then error("process not started", 3) end
   return popen:sentinel()
 end
 
@@ -195,7 +206,7 @@ local function outcome(self)
   local kind = rawget(self, "_rkind")
   if kind == nil then
     local popen = rawget(self, "_popen")
-    if popen == nil or not is_child(self) or popen:poll() == nil then return nil end
+    if not popen or not is_child(self) or popen:poll() == nil then return nil end
     reaped(self)
     local value
     kind, value = popen:take_result()
@@ -236,13 +247,14 @@ function Process:start()
     error("daemonic processes are not allowed to have children", 2)
   end
   local popen, err, ename = core.start(state.method or AVAILABLE[1], rawget(self, "_daemon"))
-  if popen == nil then return nil, err, ename end
+  if not popen then return nil, err, ename end
   if popen == true then bootstrap(self) end -- the child: never returns
   rawset(self, "_popen", popen)
   rawset(self, "_pid", popen:pid())
   rawset(self, "_started", true)
   state.seq = state.seq + 1
   rawset(self, "_seq", state.seq)
+  if not state.children then state.children = {} end
   state.children[self] = true
   return self
 end
@@ -251,7 +263,7 @@ function Process:join(timeout)
   closed_check(self, 2)
   if not is_child(self) then error("can only join a child process", 2) end
   local popen = rawget(self, "_popen")
-  if popen == nil then error("can only join a started process", 2) end
+  if not popen then error("can only join a started process", 2) end
   local code, err, ename = popen:wait(opt_timeout(timeout, "join"))
   if code == nil then
     if err then return nil, err, ename end
@@ -266,7 +278,7 @@ function Process:is_alive()
   if rawget(self, "_is_current") then return true end
   if rawget(self, "_parent_pid") ~= getpid() then error("can only test a child process", 2) end
   local popen = rawget(self, "_popen")
-  if popen == nil then return false end
+  if not popen then return false end
   if popen:poll() == nil then return true end
   reaped(self)
   return false
@@ -275,7 +287,7 @@ end
 local function send_signal(self, sig)
   closed_check(self, 3)
   local popen = rawget(self, "_popen")
-  if popen == nil then error("can only signal a started process", 3) end
+  if not popen then error("can only signal a started process", 3) end
   if not is_child(self) then error("can only signal a child process", 3) end
   return popen:signal(sig)
 end
@@ -283,7 +295,7 @@ end
 -- p:result() -> the values the target returned (beyond Python).
 function Process:result()
   closed_check(self, 2)
-  if rawget(self, "_popen") == nil then error("process not started", 2) end
+  if not rawget(self, "_popen") then error("process not started", 2) end
   if not is_child(self) then error("can only get the result of a child process", 2) end
   local kind, value = outcome(self)
   if kind == nil then error("process has not finished", 2) end
@@ -308,12 +320,12 @@ function Process:interrupt() return send_signal(self, core.SIGINT) end
 function Process:close()
   if rawget(self, "_closed") then return end
   local popen = rawget(self, "_popen")
-  if popen ~= nil then
+  if popen then
     if is_child(self) and popen:poll() == nil then
       error("cannot close a process while it is still running", 2)
     end
     popen:close()
-    rawset(self, "_popen", nil)
+    rawset(self, "_popen", false)
   end
   reaped(self)
   rawset(self, "_closed", true)
@@ -329,7 +341,7 @@ function Process:_repr()
     status = "closed"
   elseif rawget(self, "_parent_pid") ~= getpid() then
     status = "unknown"
-  elseif popen == nil then
+  elseif not popen then
     status = "initial"
   else
     exitcode = popen:poll()
@@ -415,28 +427,18 @@ function ParentProcess:__tostring()
   return fmt("<ParentProcess name='%s' pid=%d>", self.name, self.pid)
 end
 
--- In the child, right after fork: become the current process and run.
-function bootstrap(self)
-  local parent = state.current
-  state.parent = setmetatable({ pid = rawget(self, "_parent_pid"), name = parent._name }, ParentProcess)
-  state.current = self
-  state.children = {}
-  state.counter = 0
-  rawset(self, "_is_current", true)
-  rawset(self, "_started", true)
-  rawset(self, "_popen", nil)
-  os.exit = child_exit
-  local res = table.pack(xpcall(self.run, handler, self))
-  local code, err = 0, nil
-  if res[1] then
-    if res.n > 1 then
-      local values = table.pack(table.unpack(res, 2, res.n))
-      local sent, why = pcall(core.send_result, "R", values)
+-- The child's end: send the results (or the error), then exit.
+local function finish(self, ok, ...)
+  local err
+  if ok then
+    if select("#", ...) > 0 then
+      local sent, why = pcall(core.send_result, "R", table.pack(...))
       if not sent then err = why end
     end
   else
-    err = res[2]
+    err = ...
   end
+  local code = 0
   if err ~= nil then
     io.stderr:write(fmt("Process %s:\n%s\n", rawget(self, "_name"), tostring(err)))
     io.stderr:flush()
@@ -444,6 +446,22 @@ function bootstrap(self)
     code = 1
   end
   core.exit(code)
+end
+
+-- In the child, right after fork: become the current process and run.
+-- Every page written here is copied from the parent, so the child writes
+-- little: existing fields only, no new tables before the target runs.
+function bootstrap(self)
+  state.parent_pid = rawget(self, "_parent_pid")
+  state.parent_name = state.current._name
+  state.parent = false
+  state.current = self
+  state.children = false
+  state.counter = 0
+  rawset(self, "_is_current", true)
+  rawset(self, "_started", true)
+  os.exit = child_exit
+  finish(self, xpcall(self.run, handler, self))
 end
 
 ----------------------------------------------------------------------------
@@ -459,11 +477,16 @@ state.current = setmetatable({
 }, mt_for(Process))
 
 function M.current_process() return state.current end
-function M.parent_process() return state.parent end
+function M.parent_process()
+  if not state.parent and state.parent_pid then
+    state.parent = setmetatable({ pid = state.parent_pid, name = state.parent_name }, ParentProcess)
+  end
+  return state.parent or nil
+end
 
 function M.active_children()
   local list = {}
-  for p in pairs(state.children) do
+  for p in pairs(state.children or {}) do
     if p:is_alive() then list[#list + 1] = p end
   end
   table.sort(list, function(a, b) return rawget(a, "_seq") < rawget(b, "_seq") end)
@@ -489,7 +512,7 @@ function M.wait(objects, timeout)
     elseif is_process(o) then
       closed_check(o, 2)
       local popen = rawget(o, "_popen")
-      if popen == nil then error("process not started", 2) end
+      if not popen then error("process not started", 2) end
       items[i] = popen
     elseif (type(o) == "table" or type(o) == "userdata") and has_fileno(o) then
       items[i] = o:fileno()
@@ -528,6 +551,10 @@ end
 -- e.g. M._fault("fork", "EAGAIN") to see start() refused without a real
 -- process limit (root ignores RLIMIT_NPROC).
 M._fault = core.fault
+-- Monotonic seconds, and the codec by itself (benchmarks and tests).
+M._now = core.now
+M._encode = core.encode
+M._decode = core.decode
 -- Whether sentinels are pidfds (false: the pipe fallback is in use).
 M._have_pidfd = core.have_pidfd
 

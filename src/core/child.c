@@ -139,21 +139,24 @@ void lmp_reg_shutdown_all(void) {
     pthread_mutex_unlock(&regs_lock);
 }
 
+/* This process's pid, kept current across fork by lmp_reg_after_fork. */
+static pid_t self_pid;
+
+static pid_t self(void) {
+    if (!self_pid) self_pid = getpid();
+    return self_pid;
+}
+
+int lmp_child_foreign(const lmp_child *c) { return c->owner != self(); }
+
 void lmp_reg_after_fork(int keep) {
     /* Only the forking thread survives: locks may be stale, re-create. */
     pthread_mutex_init(&regs_lock, NULL);
-    for (lmp_reg *r = regs; r; r = r->next) {
-        for (lmp_child *c = r->head; c;) {
-            lmp_child *next = c->next;
-            /* The parent's record: our copy is inert (its descriptors are
-             * closed below with the rest), leaked on purpose. */
-            c->foreign = 1;
-            c->reg = NULL;
-            c->prev = c->next = NULL;
-            c = next;
-        }
-        r->head = NULL;
-    }
+    self_pid = getpid();
+    /* The parent's records stay as they are (inert copies, leaked on
+     * purpose: their descriptors are closed below with the rest); the
+     * lists just start empty. */
+    for (lmp_reg *r = regs; r; r = r->next) r->head = NULL;
     lmp_fd_close_tracked(keep);
 }
 
@@ -161,6 +164,7 @@ lmp_child *lmp_child_new(void) {
     lmp_child *c = calloc(1, sizeof *c);
     if (!c) return NULL;
     c->sentinel = c->result_fd = c->parent_w = -1;
+    c->owner = self();
     lmp_buf_init(&c->result);
     return c;
 }
@@ -174,7 +178,7 @@ void lmp_child_link(lmp_reg *r, lmp_child *c) {
 }
 
 void lmp_child_drop(lmp_child *c) {
-    if (!c || c->foreign) return;
+    if (!c || lmp_child_foreign(c)) return;
     c->has_ud = 0;
     if (c->ended || !c->reg) {
         unlink_child(c);
@@ -184,7 +188,7 @@ void lmp_child_drop(lmp_child *c) {
 }
 
 void lmp_child_close(lmp_child *c) {
-    if (c->foreign) return;
+    if (lmp_child_foreign(c)) return;
     lmp_fd_close(c->sentinel);
     lmp_fd_close(c->result_fd);
     lmp_fd_close(c->parent_w);
@@ -192,25 +196,32 @@ void lmp_child_close(lmp_child *c) {
 }
 
 int lmp_child_drain(lmp_child *c) {
+    /* The first read goes to the stack: most children send nothing, and
+     * then draining costs one read and no allocation (an allocation here
+     * is page faults on the start+join path).  Once bytes arrive, reads
+     * go straight into the buffer. */
+    char chunk[16384];
     while (c->result_fd >= 0) {
-        int rc = lmp_buf_reserve(&c->result, 65536);
-        if (rc) return rc;
-        ssize_t r = read(c->result_fd, lmp_buf_tail(&c->result), c->result.cap - c->result.len);
-        if (r > 0) {
-            c->result.len += (size_t)r;
-        } else if (r == 0) {
-            lmp_fd_close(c->result_fd);
-            c->result_fd = -1;
-        } else if (errno == EINTR) {
-            continue;
-        } else if (errno == EAGAIN) {
-            return 0;
-        } else {
-            int e = errno;
-            lmp_fd_close(c->result_fd);
-            c->result_fd = -1;
-            return -e;
+        char *dst = chunk;
+        size_t room = sizeof chunk;
+        if (c->result.len > 0) {
+            int rc = lmp_buf_reserve(&c->result, 1 << 16);
+            if (rc) return rc;
+            dst = lmp_buf_tail(&c->result);
+            room = c->result.cap - c->result.len;
         }
+        ssize_t r = read(c->result_fd, dst, room);
+        if (r > 0) {
+            if (dst != chunk) c->result.len += (size_t)r;
+            else if (lmp_buf_append(&c->result, chunk, (size_t)r)) return -ENOMEM;
+            continue;
+        }
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0 && errno == EAGAIN) return 0;
+        int err = r < 0 ? errno : 0; /* 0: EOF, the child closed it */
+        lmp_fd_close(c->result_fd);
+        c->result_fd = -1;
+        return -err;
     }
     return 0;
 }
@@ -251,7 +262,7 @@ static int reap(lmp_child *c) {
 }
 
 int lmp_child_poll(lmp_child *c) {
-    if (c->foreign) return -ECHILD;
+    if (lmp_child_foreign(c)) return -ECHILD;
     if (c->ended) return 1;
     int rc = lmp_child_drain(c);
     if (rc) return rc;
@@ -264,7 +275,7 @@ int lmp_child_poll(lmp_child *c) {
 }
 
 int lmp_child_wait(lmp_child *c, double timeout) {
-    if (c->foreign) return -ECHILD;
+    if (lmp_child_foreign(c)) return -ECHILD;
     if (c->ended) return 1;
     double deadline = timeout < 0 ? -1 : lmp_now() + timeout;
     for (;;) {
@@ -285,7 +296,7 @@ int lmp_child_wait(lmp_child *c, double timeout) {
 }
 
 int lmp_child_signal(lmp_child *c, int sig) {
-    if (c->foreign) return -ECHILD;
+    if (lmp_child_foreign(c)) return -ECHILD;
     if (c->ended) return 0;
     /* A pidfd names this very process even after its pid is reused; an
      * unreaped child's pid cannot be reused, so kill() is safe too. */

@@ -34,11 +34,11 @@ struct lmp_child {
     int result_fd;   /* read end of the result channel; -1 at EOF */
     int parent_w;    /* fallback only: write end of the child's parent pipe */
     int exitcode;    /* n, or -signum; valid once ended */
+    pid_t owner;     /* the process that started it (see lmp_child_foreign) */
     unsigned ended : 1;   /* reaped */
     unsigned daemon : 1;
     unsigned is_pidfd : 1;
     unsigned has_ud : 1;  /* a Lua userdata still refers to it */
-    unsigned foreign : 1; /* inherited through fork: not ours, touch nothing */
     lmp_buf result;       /* bytes drained from result_fd */
     lmp_reg *reg;         /* NULL once detached */
     lmp_child *prev, *next;
@@ -57,6 +57,12 @@ void lmp_reg_shutdown_all(void);
 /* In a freshly forked child: forget every inherited child record and
  * close every tracked descriptor except keep. */
 void lmp_reg_after_fork(int keep);
+
+/* True for a record inherited through fork: not this process's child;
+ * touch nothing.  Comparing pids (rather than marking every record in
+ * the child) keeps the child from writing to pages it shares with its
+ * parent. */
+int lmp_child_foreign(const lmp_child *c);
 
 /* New zeroed record (fds -1), not yet in a registry; NULL on ENOMEM. */
 lmp_child *lmp_child_new(void);

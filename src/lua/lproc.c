@@ -133,7 +133,7 @@ static int pop_take_result(lua_State *L) {
 static int pop_close(lua_State *L) {
     Popen *p = luaL_checkudata(L, 1, POPEN);
     if (p->c) {
-        if (!p->c->ended && !p->c->foreign)
+        if (!p->c->ended && !lmp_child_foreign(p->c))
             return luaL_error(L, "cannot close a process while it is still running");
         lmp_child_close(p->c);
         lmp_child_drop(p->c);
@@ -180,8 +180,8 @@ static int core_start(lua_State *L) {
         lmp_child_drop(c);
         return push_oserror(L, "start", -rc);
     }
-    if (rc == 1) { /* in the child: this record describes nobody */
-        lmp_child_drop(c);
+    if (rc == 1) { /* in the child: this record describes nobody; freeing
+                    * it would only write to pages shared with the parent */
         me = info;
         parent_pidfd = -1;
         lua_pushboolean(L, 1);
@@ -227,7 +227,7 @@ static int core_wait(lua_State *L) {
         int k = (int)n;
         for (lua_Integer i = 0; i < n; i++) {
             lmp_child *c = kids[i];
-            if (c && !c->foreign) {
+            if (c && !lmp_child_foreign(c)) {
                 lmp_child_drain(c);
                 if (c->result_fd >= 0)
                     pf[k++] = (struct pollfd){.fd = c->result_fd, .events = POLLIN};
@@ -328,6 +328,34 @@ static int core_getpid(lua_State *L) {
     return 1;
 }
 
+static int core_now(lua_State *L) {
+    lua_pushnumber(L, lmp_now());
+    return 1;
+}
+
+/* core.encode(v[, functions[, size_only]]) -> bytes (or their count);
+ * core.decode(bytes[, functions]) -> v  (for benchmarks and tests; the API
+ * sends values through channels). */
+static int core_encode(lua_State *L) {
+    luaL_checkany(L, 1);
+    int flags = lua_toboolean(L, 2) ? LMP_CODEC_FUNCTIONS : 0;
+    int size_only = lua_toboolean(L, 3);
+    lua_settop(L, 1);
+    lmp_buf *b = lmp_lbuf_new(L);
+    lmp_lencode(L, 1, b, "value", flags);
+    if (size_only) lua_pushinteger(L, (lua_Integer)b->len);
+    else lua_pushlstring(L, b->data, b->len);
+    lmp_buf_free(b);
+    return 1;
+}
+
+static int core_decode(lua_State *L) {
+    size_t n;
+    const char *p = luaL_checklstring(L, 1, &n);
+    lmp_ldecode(L, p, n, lua_toboolean(L, 2) ? LMP_CODEC_FUNCTIONS : 0);
+    return 1;
+}
+
 static int core_cpu_count(lua_State *L) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     lua_pushinteger(L, n > 0 ? n : 1);
@@ -364,6 +392,8 @@ static const luaL_Reg core_funcs[] = {
     {"start", core_start},         {"wait", core_wait},
     {"exit", core_exit},           {"parent_sentinel", core_parent_sentinel},
     {"getpid", core_getpid},       {"cpu_count", core_cpu_count},
+    {"now", core_now},             {"encode", core_encode},
+    {"decode", core_decode},
     {"signame", core_signame},     {"have_pidfd", core_have_pidfd},
     {"send_result", core_send_result}, {"Pipe", lmp_open_pipe},
     {"Queue", lmp_open_queue},

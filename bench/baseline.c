@@ -1,0 +1,194 @@
+/*
+ * baseline.c - the raw C floors the benchmarks compare luamp against,
+ * measured in the same run on the same machine.
+ *
+ *   baseline forkwait N        fork + _exit(0) + waitpid, N times: us per round trip
+ *   baseline forkbatch N B     start B children, then reap them all, N times: us per child
+ *   baseline firstof8 N        8 children block on pipes; release one, time until a
+ *                              poll on their pidfds notices it: us (N samples, median)
+ *   baseline pingpong N        8-byte ping-pong over a pipe pair with a child: us per round trip
+ *   baseline pipecopy MB       copy MB megabytes from a child through a pipe: MB/s
+ *   baseline spawnlua N LUA    posix_spawn of `LUA -e ''` + waitpid: us per round trip
+ *   baseline leibniz N         the naive loop over N terms of the pi series: terms/s
+ *
+ * Each prints one number (the median of its samples where it takes
+ * several).  Uses only libc: this is the floor, not luamp.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int cmp(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+static void forkwait(int n) {
+    double *v = malloc(sizeof *v * (size_t)n);
+    for (int i = 0; i < n; i++) {
+        double t = now();
+        pid_t p = fork();
+        if (p == 0) _exit(0);
+        waitpid(p, NULL, 0);
+        v[i] = (now() - t) * 1e6;
+    }
+    printf("%.2f\n", median(v, n));
+}
+
+static void forkbatch(int n, int b) {
+    double *v = malloc(sizeof *v * (size_t)n);
+    pid_t *pids = malloc(sizeof *pids * (size_t)b);
+    for (int i = 0; i < n; i++) {
+        double t = now();
+        for (int j = 0; j < b; j++) {
+            pids[j] = fork();
+            if (pids[j] == 0) _exit(0);
+        }
+        for (int j = 0; j < b; j++) waitpid(pids[j], NULL, 0);
+        v[i] = (now() - t) * 1e6 / b;
+    }
+    printf("%.2f\n", median(v, n));
+}
+
+static void firstof8(int n) {
+    double *v = malloc(sizeof *v * (size_t)n);
+    for (int i = 0; i < n; i++) {
+        int fds[8][2];
+        struct pollfd pf[8];
+        pid_t pids[8];
+        for (int j = 0; j < 8; j++) {
+            if (pipe(fds[j]) < 0) exit(1);
+            pids[j] = fork();
+            if (pids[j] == 0) {
+                char c;
+                for (int x = 0; x <= j; x++) close(fds[x][1]); /* earlier siblings' too */
+                while (read(fds[j][0], &c, 1) < 0 && errno == EINTR) {}
+                _exit(0);
+            }
+            close(fds[j][0]);
+            pf[j].fd = (int)syscall(SYS_pidfd_open, pids[j], 0);
+            pf[j].events = POLLIN;
+        }
+        int k = i % 8;
+        double t = now();
+        if (write(fds[k][1], "x", 1) != 1) exit(1);
+        while (poll(pf, 8, -1) < 0 && errno == EINTR) {}
+        v[i] = (now() - t) * 1e6;
+        for (int j = 0; j < 8; j++) {
+            close(fds[j][1]);
+            waitpid(pids[j], NULL, 0);
+            close(pf[j].fd);
+        }
+    }
+    printf("%.2f\n", median(v, n));
+}
+
+static void pingpong(int n) {
+    int a[2], b[2];
+    if (pipe(a) < 0 || pipe(b) < 0) exit(1);
+    pid_t p = fork();
+    char buf[8] = {0};
+    if (p == 0) {
+        close(a[1]);
+        close(b[0]);
+        for (;;) {
+            if (read(a[0], buf, 8) != 8) _exit(0);
+            if (write(b[1], buf, 8) != 8) _exit(0);
+        }
+    }
+    close(a[0]);
+    close(b[1]);
+    double *v = malloc(sizeof *v * (size_t)n);
+    for (int i = 0; i < n; i++) {
+        double t = now();
+        if (write(a[1], buf, 8) != 8 || read(b[0], buf, 8) != 8) exit(1);
+        v[i] = (now() - t) * 1e6;
+    }
+    close(a[1]);
+    waitpid(p, NULL, 0);
+    printf("%.2f\n", median(v, n));
+}
+
+static void pipecopy(int mb) {
+    int fd[2];
+    if (pipe(fd) < 0) exit(1);
+    size_t chunk = 1 << 16;
+    char *buf = calloc(1, chunk);
+    double t = now();
+    pid_t p = fork();
+    if (p == 0) {
+        close(fd[0]);
+        for (size_t left = (size_t)mb << 20; left > 0;) {
+            ssize_t w = write(fd[1], buf, left < chunk ? left : chunk);
+            if (w <= 0) _exit(1);
+            left -= (size_t)w;
+        }
+        _exit(0);
+    }
+    close(fd[1]);
+    size_t got = 0;
+    ssize_t r;
+    while ((r = read(fd[0], buf, chunk)) > 0) got += (size_t)r;
+    waitpid(p, NULL, 0);
+    printf("%.1f\n", (double)got / (1 << 20) / (now() - t));
+}
+
+static void spawnlua(int n, char *lua) {
+    double *v = malloc(sizeof *v * (size_t)n);
+    char *argv[] = {lua, "-e", "", NULL};
+    for (int i = 0; i < n; i++) {
+        double t = now();
+        pid_t p;
+        if (posix_spawn(&p, lua, NULL, NULL, argv, environ) != 0) exit(1);
+        waitpid(p, NULL, 0);
+        v[i] = (now() - t) * 1e6;
+    }
+    printf("%.2f\n", median(v, n));
+}
+
+static void leibniz(long long n) {
+    double t = now();
+    double s = 0;
+    for (long long k = 1; k <= n; k++) s += (k & 1 ? 1.0 : -1.0) / (double)(2 * k - 1);
+    double dt = now() - t;
+    fprintf(stderr, "pi ~ %.15f\n", 4 * s);
+    printf("%.4g\n", (double)n / dt);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 3) {
+        fprintf(stderr, "usage: baseline MODE N [ARG]\n");
+        return 2;
+    }
+    const char *m = argv[1];
+    long long n = atoll(argv[2]);
+    if (strcmp(m, "forkwait") == 0) forkwait((int)n);
+    else if (strcmp(m, "forkbatch") == 0 && argc > 3) forkbatch((int)n, atoi(argv[3]));
+    else if (strcmp(m, "firstof8") == 0) firstof8((int)n);
+    else if (strcmp(m, "pingpong") == 0) pingpong((int)n);
+    else if (strcmp(m, "pipecopy") == 0) pipecopy((int)n);
+    else if (strcmp(m, "spawnlua") == 0 && argc > 3) spawnlua((int)n, argv[3]);
+    else if (strcmp(m, "leibniz") == 0) leibniz(n);
+    else return 2;
+    return 0;
+}

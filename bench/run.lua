@@ -1,0 +1,324 @@
+-- bench/run.lua: luamp's benchmark suite.
+--
+--   build/luamp bench/run.lua [--quick] [--json] [--only NAME] [--build DIR]
+--
+-- Every row is measured side by side with the baseline it names in this
+-- same run (raw C from bench/baseline.c, Python's multiprocessing when
+-- python3 is present), and reports medians: the machine is shared and
+-- noisy.  Prints a markdown table; --json prints the same rows as JSON
+-- (lua-cjson).  Nothing here is asserted: speed is measured, not tested.
+local process = require "process"
+
+local opts = {build = "build", quick = false, json = false}
+do
+  local i = 1
+  while arg[i] do
+    local a = arg[i]
+    if a == "--quick" then opts.quick = true
+    elseif a == "--json" then opts.json = true
+    elseif a == "--only" then i = i + 1; opts.only = arg[i]
+    elseif a == "--build" then i = i + 1; opts.build = arg[i]
+    else io.stderr:write("usage: luamp bench/run.lua [--quick] [--json] [--only NAME] [--build DIR]\n"); os.exit(2)
+    end
+    i = i + 1
+  end
+end
+
+local now = process._now
+local here = arg[0]:match("^(.*)/[^/]*$") or "."
+local baseline = opts.build .. "/bench/baseline"
+local function have(cmd) return os.execute("command -v " .. cmd .. " >/dev/null 2>&1") end
+local python = have("python3") and "python3 " .. here .. "/py_bench.py" or nil
+
+local function sh(cmd)
+  local f = assert(io.popen(cmd))
+  local out = f:read("a")
+  f:close()
+  return out
+end
+
+local function num(cmd) return tonumber(sh(cmd):match("[%d.e+-]+")) end
+
+local function median(v)
+  table.sort(v)
+  local n = #v
+  return n % 2 == 1 and v[(n + 1) // 2] or (v[n // 2] + v[n // 2 + 1]) / 2
+end
+
+local function scale(n) return opts.quick and math.max(1, n // 10) or n end
+
+local rows = {}
+local function row(section, what, value, unit, base, base_name, ratio, target)
+  rows[#rows + 1] = {section = section, what = what, value = value, unit = unit,
+    baseline = base, baseline_name = base_name, ratio = ratio, target = target}
+  if not opts.json then
+    io.write(("| %s | %s | %s %s | %s | %s | %s |\n"):format(section, what,
+      value and ("%.4g"):format(value) or "-", unit,
+      base and ("%.4g %s (%s)"):format(base, unit, base_name) or "-",
+      ratio and ("%.2fx"):format(ratio) or "-", target or ""))
+    io.stdout:flush()
+  end
+end
+
+local function want(name) return not opts.only or opts.only == name end
+
+if not opts.json then
+  print("| section | measurement | luamp | baseline | ratio | target |")
+  print("|---|---|---|---|---|---|")
+end
+
+------------------------------------------------------------------------
+-- start+join round trip
+------------------------------------------------------------------------
+local function empty() end
+
+local function luamp_startjoin(n)
+  local v = {}
+  for i = 1, n do
+    local t = now()
+    local p = process.Process{target = empty}
+    p:start()
+    p:join()
+    v[i] = (now() - t) * 1e6
+    p:close()
+  end
+  return median(v)
+end
+
+local function luamp_batch(n, b)
+  local v = {}
+  for i = 1, n do
+    local t = now()
+    local ps = {}
+    for j = 1, b do ps[j] = process.Process{target = empty}; ps[j]:start() end
+    for j = 1, b do ps[j]:join() end
+    v[i] = (now() - t) * 1e6 / b
+    for j = 1, b do ps[j]:close() end
+  end
+  return median(v)
+end
+
+if want("startjoin") then
+  -- rounds alternate luamp and the C floor so both see the same machine
+  local lv, cv = {}, {}
+  for r = 1, 5 do
+    lv[r] = luamp_startjoin(scale(200))
+    cv[r] = num(baseline .. " forkwait " .. scale(200))
+  end
+  local l, c = median(lv), median(cv)
+  row("start+join", "1 process, empty target (fork)", l, "us", c, "C fork+waitpid", l / c, "<= 1.5x C")
+  local lb, cb = {}, {}
+  for r = 1, 3 do
+    lb[r] = luamp_batch(scale(10), 100)
+    cb[r] = num(baseline .. " forkbatch " .. scale(10) .. " 100")
+  end
+  local l2, c2 = median(lb), median(cb)
+  row("start+join", "batch of 100, per process (fork)", l2, "us", c2, "C fork+waitpid", l2 / c2, "<= 1.5x C")
+  if python then
+    local targets = {fork = ">= 15x faster", forkserver = ">= 80x faster", spawn = ">= 300x faster"}
+    for _, m in ipairs{"fork", "forkserver", "spawn"} do
+      local n = m == "fork" and scale(100) or m == "forkserver" and scale(50) or scale(20)
+      local py = num(python .. " startjoin " .. m .. " " .. math.max(n, 5))
+      row("start+join", "Python multiprocessing " .. m .. ", 1 process", py, "us", l, "luamp fork", py / l,
+        targets[m] .. " (luamp fork)")
+      local pyb = num(python .. " batch " .. m .. " " .. (m == "spawn" and 1 or scale(3)) .. " 100")
+      row("start+join", "Python multiprocessing " .. m .. ", batch of 100", pyb, "us", l2, "luamp fork", pyb / l2, "")
+    end
+  end
+end
+
+------------------------------------------------------------------------
+-- first of 8 to exit
+------------------------------------------------------------------------
+local function luamp_firstof8(n)
+  local v = {}
+  for i = 1, n do
+    local pipes, ps = {}, {}
+    for j = 1, 8 do
+      local r, w = process.Pipe(false)
+      pipes[j] = {r, w}
+      ps[j] = process.Process{target = function() r:recv() end}
+      ps[j]:start()
+      r:close()
+    end
+    local k = (i - 1) % 8 + 1
+    local t = now()
+    pipes[k][2]:send(1)
+    process.wait(ps)
+    v[i] = (now() - t) * 1e6
+    -- every child holds copies of its siblings' write ends: release each
+    -- by a message, not by EOF
+    for j = 1, 8 do
+      if j ~= k then pipes[j][2]:send(1) end
+      pipes[j][2]:close()
+    end
+    for j = 1, 8 do ps[j]:join(); ps[j]:close() end
+  end
+  return median(v)
+end
+
+if want("firstof8") then
+  local lv, cv = {}, {}
+  for r = 1, 3 do
+    lv[r] = luamp_firstof8(scale(40))
+    cv[r] = num(baseline .. " firstof8 " .. scale(40))
+  end
+  local l, c = median(lv), median(cv)
+  row("first of 8", "process.wait notices the first exit", l, "us", c, "C poll on pidfds", l / c, "<= 1.2x C")
+  if python then
+    local py = num(python .. " firstof8 " .. scale(40))
+    row("first of 8", "Python connection.wait", py, "us", c, "C poll on pidfds", py / c, "about 6x C")
+  end
+end
+
+------------------------------------------------------------------------
+-- codec throughput
+------------------------------------------------------------------------
+local function rate(mb, f, reps)
+  local v = {}
+  for i = 1, reps do
+    local t = now()
+    f()
+    v[i] = mb / (now() - t)
+  end
+  return median(v)
+end
+
+if want("codec") then
+  local floats = {}
+  for i = 1, 131072 do floats[i] = i * 1.000001 end -- 1 MB of doubles
+  local mb = 1
+  local enc, dec = process._encode, process._decode
+  local bytes = enc(floats)
+  -- enc(v, false, true) encodes and returns the size only: no copy into a
+  -- Lua string, so this measures the codec alone
+  local e = rate(mb, function() enc(floats, false, true) end, scale(50))
+  local d = rate(mb, function() dec(bytes) end, scale(50))
+  local fmt = "<" .. string.rep("d", #floats)
+  local packed = string.pack(fmt, table.unpack(floats))
+  local pe = rate(mb, function() string.pack(fmt, table.unpack(floats)) end, scale(50))
+  local pd = rate(mb, function() return {string.unpack(fmt, packed)} end, scale(50))
+  row("codec", "encode 1 MB table of floats", e, "MB/s", pe, "string.pack", e / pe, "")
+  row("codec", "decode 1 MB table of floats", d, "MB/s", pd, "string.unpack", d / pd, "")
+  local ok, cjson = pcall(require, "cjson")
+  if ok then
+    local js = cjson.encode(floats)
+    local je = rate(mb, function() cjson.encode(floats) end, scale(20))
+    local jd = rate(mb, function() cjson.decode(js) end, scale(20))
+    row("codec", "encode 1 MB table of floats", e, "MB/s", je, "lua-cjson", e / je, "")
+    row("codec", "decode 1 MB table of floats", d, "MB/s", jd, "lua-cjson", d / jd, "")
+  end
+  local big = string.rep("s", 100 * 1024 * 1024)
+  local bb = enc(big)
+  local se = rate(100, function() enc(big, false, true) end, scale(10) + 2)
+  local sd = rate(100, function() dec(bb) end, scale(10) + 2)
+  local cp = rate(100, function() return big:sub(1, -2) end, scale(10) + 2) -- one memcpy into a new string
+  row("codec", "encode 100 MB string", se, "MB/s", cp, "memcpy (string.sub)", se / cp, ">= 0.5x memcpy")
+  row("codec", "decode 100 MB string", sd, "MB/s", cp, "memcpy (string.sub)", sd / cp, ">= 0.5x memcpy")
+  big, bb = nil, nil
+  collectgarbage()
+end
+
+------------------------------------------------------------------------
+-- Pipe latency and throughput
+------------------------------------------------------------------------
+local function luamp_pingpong(n)
+  local a, b = process.Pipe()
+  local p = process.Process{target = function()
+    a:close()
+    while true do
+      local ok, v = pcall(b.recv, b)
+      if not ok then break end
+      b:send(v)
+    end
+  end}
+  p:start()
+  b:close()
+  local v = {}
+  for i = 1, n do
+    local t = now()
+    a:send(i)
+    a:recv()
+    v[i] = (now() - t) * 1e6
+  end
+  a:close()
+  p:join()
+  p:close()
+  return median(v)
+end
+
+local function luamp_pipecopy(mb)
+  local r, w = process.Pipe(false)
+  local chunk = string.rep("c", 1 << 20)
+  local t = now()
+  local p = process.Process{target = function()
+    r:close()
+    for _ = 1, mb do w:send_bytes(chunk) end
+  end}
+  p:start()
+  w:close()
+  local got = 0
+  while true do
+    local ok, s = pcall(r.recv_bytes, r)
+    if not ok then break end
+    got = got + #s
+  end
+  p:join()
+  p:close()
+  r:close()
+  return got / (1 << 20) / (now() - t)
+end
+
+if want("pipe") then
+  local lv, cv = {}, {}
+  for r = 1, 5 do
+    lv[r] = luamp_pingpong(scale(2000))
+    cv[r] = num(baseline .. " pingpong " .. scale(2000))
+  end
+  local l, c = median(lv), median(cv)
+  row("Pipe", "ping-pong round trip (small value)", l, "us", c, "C pipe ping-pong", l / c, "<= 1.5x C")
+  local lt, ct = {}, {}
+  for r = 1, 3 do
+    lt[r] = luamp_pipecopy(scale(500))
+    ct[r] = num(baseline .. " pipecopy " .. scale(500))
+  end
+  local l2, c2 = median(lt), median(ct)
+  row("Pipe", "child to parent, 1 MB messages", l2, "MB/s", c2, "C pipe copy", l2 / c2, "")
+end
+
+------------------------------------------------------------------------
+-- memory of an idle child
+------------------------------------------------------------------------
+local function memory_of(pid)
+  local rss, priv = 0, 0
+  for line in io.lines("/proc/" .. pid .. "/smaps_rollup") do
+    local k, v = line:match("^(%w+_?%w*):%s+(%d+) kB")
+    if k == "Rss" then rss = tonumber(v)
+    elseif k == "Private_Clean" or k == "Private_Dirty" then priv = priv + tonumber(v) end
+  end
+  return rss, priv
+end
+
+if want("memory") then
+  local r, w = process.Pipe(false)
+  local ready_r, ready_w = process.Pipe(false)
+  local p = process.Process{target = function() ready_w:send(1); r:recv() end}
+  p:start()
+  ready_r:recv()
+  local rss, priv = memory_of(p.pid)
+  w:send(1)
+  p:join()
+  for _, c in ipairs{r, w, ready_r, ready_w} do c:close() end
+  local prss, ppriv
+  if python then
+    prss, ppriv = sh(python .. " idle fork"):match("(%d+) (%d+)")
+    prss, ppriv = tonumber(prss), tonumber(ppriv)
+  end
+  row("memory", "idle child, private", priv, "kB", ppriv, "Python fork", ppriv and priv / ppriv, "< 200 kB")
+  row("memory", "idle child, RSS", rss, "kB", prss, "Python fork", prss and rss / prss, "")
+end
+
+if opts.json then
+  local cjson = require "cjson"
+  print(cjson.encode(rows))
+end
