@@ -1,18 +1,44 @@
 /*
  * luamp.h - the public C API of luamp, an embeddable Lua 5.4 process
- * runtime.  This header is the C reference.
+ * runtime.  This header is the C reference; every function the library
+ * exports is declared here and nowhere else.
  *
- * A host with its own lua_State makes the `process` module available with
- * one call:
+ * Two ways to embed:
  *
- *     luamp_openlibs(L);          // require "process" now works in L
+ *  1. A host that owns its lua_State opens the module into it:
  *
- * Functions marked [-o, +p, x] follow the Lua manual's notation: they pop o
- * values, push p, and may raise (x = "e" errors, "m" memory only, "-" never).
+ *         luamp_openlibs(L);            // require "process" now works in L
+ *
+ *     lua_close(L) then performs the creator's exit clean-up for the
+ *     children L started (daemons terminated, the others joined).
+ *
+ *  2. A host that wants luamp to own the state:
+ *
+ *         luamp_runtime *rt = luamp_runtime_new();
+ *         if (luamp_runtime_dofile(rt, "job.lua") != 0)
+ *             fprintf(stderr, "%s\n", luamp_runtime_error(rt));
+ *         luamp_runtime_close(rt);
+ *
+ * Native targets: luamp_register_target() puts a host's C functions in
+ * package.loaded under a module name, so scripts pass them to
+ * process.Process{target = ...} like pi.leibniz.
+ *
+ * Hosts' rules: luamp never calls waitpid(-1), never installs a SIGCHLD
+ * handler and never calls exit(); each lua_State sees only the children it
+ * started.  Children are created with fork: start them from the thread
+ * that runs Lua, and prefer starting them before the host spawns threads.
+ *
+ * Errors: functions returning int return 0 on success or a negative code,
+ * either -errno or one of the LUAMP_E* codes below; luamp_strerror and
+ * luamp_errname describe any of them.  Functions marked [-o, +p, x] use
+ * the Lua manual's notation: they pop o values, push p, and x says whether
+ * they may raise a Lua error ("e" any error, "m" memory errors only, "-"
+ * never).  Unmarked functions never raise.
  */
 #ifndef LUAMP_H
 #define LUAMP_H
 
+#include "lauxlib.h"
 #include "lua.h"
 
 #if defined(LUAMP_BUILDING) && defined(__GNUC__)
@@ -23,17 +49,86 @@
 
 #define LUAMP_VERSION "0.1.0"
 
-/* [-0, +1, e]  Open the `process` module and push its table (the
- * lua_CFunction behind require "process").  Use it with
+/* Codes beyond -errno (all negative, below any errno). */
+#define LUAMP_ESYNTAX (-1001) /* the script does not compile */
+#define LUAMP_ERUN (-1002)    /* the script raised an error */
+#define LUAMP_EFILE (-1003)   /* the script file cannot be read */
+#define LUAMP_EEXIT (-1004)   /* the script called os.exit (see
+                                 luamp_runtime_exitstatus) */
+
+/* ---- opening the module into a host's own state ---------------------- */
+
+/* [-0, +1, e]  Open the `process` module and push its table: the
+ * lua_CFunction behind require "process", for
  * luaL_requiref(L, "process", luaopen_process, 1). */
 LUAMP_API int luaopen_process(lua_State *L);
 
 /* [-0, +1, e]  Open `process.pi`, the native pi kernels. */
 LUAMP_API int luaopen_process_pi(lua_State *L);
 
-/* [-0, +0, e]  Register `process` and `process.pi` in package.preload so
- * scripts can require them without any LUA_PATH or LUA_CPATH.  Needs the
- * package library to be open (luaL_openlibs). */
+/* [-0, +0, e]  Register `process` and `process.pi` in package.preload, so
+ * scripts in L require them with no LUA_PATH or LUA_CPATH.  L needs the
+ * package library (luaL_openlibs). */
 LUAMP_API void luamp_openlibs(lua_State *L);
+
+/* [-0, +0, e]  Make the C functions in funcs (a NULL-terminated luaL_Reg
+ * array, as for luaL_setfuncs) available as package.loaded[module].name,
+ * creating that table or adding to it.  Scripts then reach them with
+ * require(module), and pass them as process targets; a start method that
+ * has to send a target by name finds them there.  module: a string such
+ * as "host.kernels" (copied).  funcs: not retained. */
+LUAMP_API void luamp_register_target(lua_State *L, const char *module, const luaL_Reg *funcs);
+
+/* ---- a runtime that owns its state ------------------------------------ */
+
+typedef struct luamp_runtime luamp_runtime;
+
+/* A new runtime: a lua_State with the standard libraries and `process`
+ * preloaded.  os.exit in its scripts ends the script (LUAMP_EEXIT), not
+ * the host.  Returns NULL when memory runs out.  (transfer full: free it
+ * with luamp_runtime_close.) */
+LUAMP_API luamp_runtime *luamp_runtime_new(void);
+
+/* The runtime's lua_State, to register functions or read globals.
+ * (transfer none: valid until luamp_runtime_close; do not lua_close it.) */
+LUAMP_API lua_State *luamp_runtime_state(luamp_runtime *rt);
+
+/* Run the Lua file at path (NULL: standard input) with the given
+ * arguments as the script's `...` and `arg` (argv[0] is the script name;
+ * argc may be 0 and argv NULL).  Returns 0, LUAMP_EFILE, LUAMP_ESYNTAX,
+ * LUAMP_ERUN (the message, with a traceback, is in luamp_runtime_error),
+ * LUAMP_EEXIT (the script called os.exit) or -ENOMEM. */
+LUAMP_API int luamp_runtime_dofile(luamp_runtime *rt, const char *path, int argc, char **argv);
+
+/* Run a chunk of Lua source; name labels it in messages ("=host" or
+ * "@file.lua"; NULL: "=(string)").  Returns as luamp_runtime_dofile. */
+LUAMP_API int luamp_runtime_dostring(luamp_runtime *rt, const char *chunk, const char *name);
+
+/* The message of the last failed run: the error and its traceback, or
+ * "" when the last run succeeded.  (transfer none: valid until the next
+ * run or luamp_runtime_close.) */
+LUAMP_API const char *luamp_runtime_error(luamp_runtime *rt);
+
+/* The status the script gave os.exit after a run returned LUAMP_EEXIT
+ * (os.exit() and os.exit(true): 0; os.exit(false): 1; os.exit(n): n). */
+LUAMP_API int luamp_runtime_exitstatus(luamp_runtime *rt);
+
+/* Close the state: the creator's exit clean-up (daemonic children
+ * terminated, killed after a grace period if they must be; the others
+ * joined), then free everything.  NULL is a no-op. */
+LUAMP_API void luamp_runtime_close(luamp_runtime *rt);
+
+/* ---- errors and version ------------------------------------------------ */
+
+/* A message for a code returned above (negative errno or LUAMP_E*).
+ * (transfer none: a static string.) */
+LUAMP_API const char *luamp_strerror(int code);
+
+/* The code's name: "ENOMEM", "LUAMP_ERUN", ...; "E?" when unknown.
+ * (transfer none: a static string.) */
+LUAMP_API const char *luamp_errname(int code);
+
+/* LUAMP_VERSION of the library actually linked. */
+LUAMP_API const char *luamp_version(void);
 
 #endif

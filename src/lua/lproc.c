@@ -44,6 +44,8 @@ typedef struct Registry {
 /* What this process knows about its own creator (set in a child). */
 static lmp_child_info me = {-1, -1, 0};
 static int parent_pidfd = -1;
+/* A child's copy of the record its parent was filling when it forked. */
+static lmp_child *volatile inherited_record;
 
 #define push_oserror lmp_pushoserror
 #define opt_timeout(L, arg) lmp_opttimeout(L, arg, -1)
@@ -181,7 +183,9 @@ static int core_start(lua_State *L) {
         return push_oserror(L, "start", -rc);
     }
     if (rc == 1) { /* in the child: this record describes nobody; freeing
-                    * it would only write to pages shared with the parent */
+                    * it would only write to pages shared with the parent,
+                    * so it is kept (reachable, for leak checkers) */
+        inherited_record = c;
         me = info;
         parent_pidfd = -1;
         lua_pushboolean(L, 1);
