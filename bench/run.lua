@@ -55,7 +55,7 @@ local function row(section, what, value, unit, base, base_name, ratio, target)
     io.write(("| %s | %s | %s %s | %s | %s | %s |\n"):format(section, what,
       value and ("%.4g"):format(value) or "-", unit,
       base and ("%.4g %s (%s)"):format(base, unit, base_name) or "-",
-      ratio and ("%.2fx"):format(ratio) or "-", target or ""))
+      ratio and ("%.3gx"):format(ratio) or "-", target or ""))
     io.stdout:flush()
   end
 end
@@ -169,6 +169,38 @@ if want("firstof8") then
     local py = num(python .. " firstof8 " .. scale(40))
     row("first of 8", "Python connection.wait", py, "us", c, "C poll on pidfds", py / c, "about 6x C")
   end
+end
+
+------------------------------------------------------------------------
+-- memory of an idle child (before anything grows this process)
+------------------------------------------------------------------------
+local function memory_of(pid)
+  local rss, priv = 0, 0
+  for line in io.lines("/proc/" .. pid .. "/smaps_rollup") do
+    local k, v = line:match("^(%w+_?%w*):%s+(%d+) kB")
+    if k == "Rss" then rss = tonumber(v)
+    elseif k == "Private_Clean" or k == "Private_Dirty" then priv = priv + tonumber(v) end
+  end
+  return rss, priv
+end
+
+if want("memory") then
+  local r, w = process.Pipe(false)
+  local ready_r, ready_w = process.Pipe(false)
+  local p = process.Process{target = function() ready_w:send(1); r:recv() end}
+  p:start()
+  ready_r:recv()
+  local rss, priv = memory_of(p.pid)
+  w:send(1)
+  p:join()
+  for _, c in ipairs{r, w, ready_r, ready_w} do c:close() end
+  local prss, ppriv
+  if python then
+    prss, ppriv = sh(python .. " idle fork"):match("(%d+) (%d+)")
+    prss, ppriv = tonumber(prss), tonumber(ppriv)
+  end
+  row("memory", "idle child, private", priv, "kB", ppriv, "Python fork", ppriv and priv / ppriv, "< 200 kB")
+  row("memory", "idle child, RSS", rss, "kB", prss, "Python fork", prss and rss / prss, "")
 end
 
 ------------------------------------------------------------------------
@@ -287,35 +319,52 @@ if want("pipe") then
 end
 
 ------------------------------------------------------------------------
--- memory of an idle child
+-- pi kernel
 ------------------------------------------------------------------------
-local function memory_of(pid)
-  local rss, priv = 0, 0
-  for line in io.lines("/proc/" .. pid .. "/smaps_rollup") do
-    local k, v = line:match("^(%w+_?%w*):%s+(%d+) kB")
-    if k == "Rss" then rss = tonumber(v)
-    elseif k == "Private_Clean" or k == "Private_Dirty" then priv = priv + tonumber(v) end
+if want("pi") then
+  local pi = require "process.pi"
+  local N = opts.quick and 1e8 or 1e9
+  local function terms_per_s(f, n, reps)
+    local v = {}
+    for i = 1, reps do
+      local t = now()
+      f(n)
+      v[i] = n / (now() - t)
+    end
+    return median(v)
   end
-  return rss, priv
-end
-
-if want("memory") then
-  local r, w = process.Pipe(false)
-  local ready_r, ready_w = process.Pipe(false)
-  local p = process.Process{target = function() ready_w:send(1); r:recv() end}
-  p:start()
-  ready_r:recv()
-  local rss, priv = memory_of(p.pid)
-  w:send(1)
-  p:join()
-  for _, c in ipairs{r, w, ready_r, ready_w} do c:close() end
-  local prss, ppriv
+  local lz = terms_per_s(function(n) return pi.leibniz(1, n) end, N, 5)
+  local naive = median{num(baseline .. " leibniz " .. N .. " 2>/dev/null"),
+    num(baseline .. " leibniz " .. N .. " 2>/dev/null"), num(baseline .. " leibniz " .. N .. " 2>/dev/null")}
+  row("pi", ("pi.leibniz (%s), N = %.0e"):format(pi.impl, N), lz, "terms/s", naive, "naive C loop", lz / naive,
+    ">= 2.0e10 terms/s")
+  local function lua_loop(n)
+    local s = 0.0
+    for k = 1, n do s = s + (k % 2 == 1 and 1.0 or -1.0) / (2 * k - 1) end
+    return s
+  end
+  local ll = terms_per_s(lua_loop, 1e7, 3)
+  row("pi", "pure Lua loop, N = 1e7", ll, "terms/s", lz, "pi.leibniz", ll / lz, "")
   if python then
-    prss, ppriv = sh(python .. " idle fork"):match("(%d+) (%d+)")
-    prss, ppriv = tonumber(prss), tonumber(ppriv)
+    local py = num(python .. " pi 10000000")
+    row("pi", "pure Python loop, N = 1e7", py, "terms/s", lz, "pi.leibniz", py / lz, "")
   end
-  row("memory", "idle child, private", priv, "kB", ppriv, "Python fork", ppriv and priv / ppriv, "< 200 kB")
-  row("memory", "idle child, RSS", rss, "kB", prss, "Python fork", prss and rss / prss, "")
+  local one, two = {}, {}
+  for r = 1, 5 do
+    local _, _, t1 = pi.parallel{terms = N, processes = 1}
+    local _, _, t2 = pi.parallel{terms = N, processes = 2}
+    one[r], two[r] = t1.wall, t2.wall
+  end
+  local eff = median(one) / (2 * median(two))
+  row("pi", ("pi.parallel 2 processes, N = %.0e: efficiency"):format(N), eff, "", median(one), "1 process (s)", nil,
+    ">= 0.95")
+  local big = {}
+  for r = 1, 3 do
+    local _, _, t1 = pi.parallel{terms = 10 * N, processes = 1}
+    local _, _, t2 = pi.parallel{terms = 10 * N, processes = 2}
+    big[r] = t1.wall / (2 * t2.wall)
+  end
+  row("pi", ("pi.parallel 2 processes, N = %.0e: efficiency"):format(10 * N), median(big), "", nil, nil, nil, "")
 end
 
 if opts.json then
