@@ -1,0 +1,34 @@
+#!/bin/sh
+# install_test.sh BUILD SRC: `meson install` into a temporary destdir, then
+# use what was installed the way users do: a host built with pkg-config,
+# require "process" from a stock lua5.4, and the runner.  Prints TAP.
+set -u
+build=$1 src=$2
+d=$(mktemp -d)
+trap 'rm -rf "$d"' EXIT
+n=0 failed=0
+check() { # check DESCRIPTION COMMAND...
+  n=$((n + 1)); desc=$1; shift
+  if out=$("$@" 2>&1); then echo "ok $n - $desc"
+  else echo "not ok $n - $desc"; echo "$out" | sed 's/^/# /'; failed=1; fi
+}
+check "meson install --destdir" meson install -C "$build" --destdir "$d" --quiet --no-rebuild
+pc=$(find "$d" -name luamp.pc | head -n 1)
+lib=$(dirname "$(find "$d" -name 'libluamp.so' | head -n 1)")
+mod=$(dirname "$(find "$d" -name process.so | head -n 1)")
+check "luamp.pc, luamp.h, libluamp.so, process.so and the runner installed" \
+  test -n "$pc" -a -n "$(find "$d" -name luamp.h)" -a -f "$lib/libluamp.so" -a -f "$mod/process.so" \
+       -a -n "$(find "$d" -path '*/bin/luamp')"
+check "process.so lands in PREFIX/lib/lua/5.4" sh -c "echo '$mod' | grep -q '/lib/lua/5.4\$'"
+# the .pc file names the real prefix: a copy points it into the destdir
+mkdir "$d/pc"
+sed "s|^prefix=|prefix=$d|" "$pc" > "$d/pc/luamp.pc"
+flags="$(PKG_CONFIG_PATH="$d/pc" pkg-config --cflags --libs luamp)"
+check "a host builds with pkg-config" sh -c "cc '$src/examples/host.c' $flags -o '$d/host'"
+check "the host runs" sh -c "LD_LIBRARY_PATH='$lib' '$d/host' 100000 | grep -q exact"
+check "a stock lua5.4 requires the installed module" \
+  sh -c "LUA_CPATH='$mod/?.so' lua5.4 -e 'local p = require \"process\"; local pi = require \"process.pi\"; assert(pi.leibniz(1, 1) == 1)'"
+check "the installed runner runs a script" \
+  sh -c "LD_LIBRARY_PATH='$lib' \"\$(find '$d' -path '*/bin/luamp')\" -e 'print(require(\"process\").cpu_count())' | grep -q '^[0-9]'"
+echo "1..$n"
+exit $failed
