@@ -19,6 +19,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "core/sys.h"
@@ -33,26 +34,20 @@
 typedef struct Conn {
     int fd;
     int readable, writable;
+    lmp_buf buf; /* scratch for encoding and receiving, kept between calls */
 } Conn;
+
+/* Keep the scratch buffer between messages, unless a large one made it
+ * big: then give the memory back. */
+static void trim(Conn *c) {
+    if (c->buf.cap > (1u << 20)) lmp_buf_free(&c->buf);
+    else lmp_buf_reset(&c->buf);
+}
 
 static Conn *checkconn(lua_State *L) {
     Conn *c = luaL_checkudata(L, 1, CONN);
     if (c->fd < 0) luaL_error(L, "connection is closed");
     return c;
-}
-
-/* Write all of p; 0 or -errno.  EINTR is retried. */
-static int write_all(int fd, const char *p, size_t n) {
-    while (n > 0) {
-        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            return -errno;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
 }
 
 /* Read exactly n bytes; returns n, fewer at EOF, or -errno. */
@@ -70,18 +65,38 @@ static ssize_t read_all(int fd, char *p, size_t n) {
     return (ssize_t)got;
 }
 
+/* Header and body go out in one sendmsg (continued while partial). */
 static int send_frame(lua_State *L, Conn *c, const char *p, size_t n, const char *op) {
-    if (!c->writable) return luaL_error(L, "connection is read-only");
     unsigned char hdr[8];
     for (int i = 0; i < 8; i++) hdr[i] = (unsigned char)((uint64_t)n >> (8 * i));
-    int rc = write_all(c->fd, (const char *)hdr, 8);
-    if (rc == 0) rc = write_all(c->fd, p, n);
+    struct iovec iov[2] = {{hdr, 8}, {(void *)p, n}};
+    struct msghdr m = {.msg_iov = iov, .msg_iovlen = 2};
+    size_t left = 8 + n;
+    int rc = 0;
+    while (left > 0) {
+        ssize_t w = sendmsg(c->fd, &m, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            rc = -errno;
+            break;
+        }
+        left -= (size_t)w;
+        while (w > 0 && m.msg_iovlen > 0) { /* skip what went out */
+            size_t k = (size_t)w < m.msg_iov->iov_len ? (size_t)w : m.msg_iov->iov_len;
+            m.msg_iov->iov_base = (char *)m.msg_iov->iov_base + k;
+            m.msg_iov->iov_len -= k;
+            w -= (ssize_t)k;
+            if (m.msg_iov->iov_len == 0) m.msg_iov++, m.msg_iovlen--;
+        }
+    }
     if (rc < 0) return lmp_pushoserror(L, op, -rc);
     lua_pushboolean(L, 1);
     return 1;
 }
 
-/* Pushes the next frame's bytes as a string; raises at EOF. */
+/* Reads the next frame into c->buf (reset first); raises at EOF.  The
+ * reads stop at the frame's end, so nothing of the next message is taken
+ * from the socket: process.wait and poll see exactly what is pending. */
 static void recv_frame(lua_State *L, Conn *c, const char *op) {
     if (!c->readable) luaL_error(L, "connection is write-only");
     unsigned char hdr[8];
@@ -95,25 +110,26 @@ static void recv_frame(lua_State *L, Conn *c, const char *op) {
     uint64_t n = 0;
     for (int i = 0; i < 8; i++) n |= (uint64_t)hdr[i] << (8 * i);
     if (n > MAX_FRAME) luaL_error(L, "corrupt message: length %I", (lua_Integer)n);
-    luaL_Buffer B;
-    char *p = luaL_buffinitsize(L, &B, (size_t)n);
-    r = read_all(c->fd, p, (size_t)n);
+    lmp_buf_reset(&c->buf);
+    if (lmp_buf_reserve(&c->buf, (size_t)n)) luaL_error(L, "not enough memory");
+    r = read_all(c->fd, c->buf.data, (size_t)n);
     if (r < 0) {
         lmp_pushoserror(L, op, (int)-r);
         lua_error(L);
     }
     if ((uint64_t)r < n) luaL_error(L, "connection closed in the middle of a message");
-    luaL_pushresultsize(&B, (size_t)n);
+    c->buf.len = (size_t)n;
 }
 
 /* conn:send(v) -> true | nil, err, ename */
 static int conn_send(lua_State *L) {
     Conn *c = checkconn(L);
     luaL_checkany(L, 2);
-    lmp_buf *b = lmp_lbuf_new(L);
-    lmp_lencode(L, 2, b, "value", 0);
-    int n = send_frame(L, c, b->data, b->len, "send");
-    lmp_buf_free(b); /* do not wait for the collector with a large buffer */
+    if (!c->writable) return luaL_error(L, "connection is read-only");
+    lmp_buf_reset(&c->buf);
+    lmp_lencode(L, 2, &c->buf, "value", 0);
+    int n = send_frame(L, c, c->buf.data, c->buf.len, "send");
+    trim(c);
     return n;
 }
 
@@ -121,9 +137,8 @@ static int conn_send(lua_State *L) {
 static int conn_recv(lua_State *L) {
     Conn *c = checkconn(L);
     recv_frame(L, c, "recv");
-    size_t n;
-    const char *p = lua_tolstring(L, -1, &n);
-    lmp_ldecode(L, p, n, 0);
+    lmp_ldecode(L, c->buf.data, c->buf.len, 0);
+    trim(c);
     return 1;
 }
 
@@ -131,12 +146,15 @@ static int conn_send_bytes(lua_State *L) {
     Conn *c = checkconn(L);
     size_t n;
     const char *p = luaL_checklstring(L, 2, &n);
+    if (!c->writable) return luaL_error(L, "connection is read-only");
     return send_frame(L, c, p, n, "send_bytes");
 }
 
 static int conn_recv_bytes(lua_State *L) {
     Conn *c = checkconn(L);
     recv_frame(L, c, "recv_bytes");
+    lua_pushlstring(L, c->buf.data ? c->buf.data : "", c->buf.len);
+    trim(c);
     return 1;
 }
 
@@ -162,6 +180,7 @@ static int conn_close(lua_State *L) {
     Conn *c = luaL_checkudata(L, 1, CONN);
     if (c->fd >= 0) close(c->fd);
     c->fd = -1;
+    lmp_buf_free(&c->buf);
     return 0;
 }
 
@@ -184,6 +203,7 @@ static Conn *newconn(lua_State *L, int readable, int writable) {
     c->fd = -1;
     c->readable = readable;
     c->writable = writable;
+    lmp_buf_init(&c->buf);
     if (luaL_newmetatable(L, CONN)) {
         luaL_newlib(L, conn_methods);
         lua_setfield(L, -2, "__index");
