@@ -547,6 +547,12 @@ function M.set_start_method(method, force)
   state.method = method
 end
 
+-- Run once here what every child runs: a stock interpreter binds its
+-- symbols lazily, and a function first called in a child would be bound
+-- there, in every child, writing to pages it shares with its parent.
+xpcall(select, handler, "#")
+pcall(table.unpack, table.pack())
+
 -- Test hook (not API): make the next n calls of a system operation fail,
 -- e.g. M._fault("fork", "EAGAIN") to see start() refused without a real
 -- process limit (root ignores RLIMIT_NPROC).
