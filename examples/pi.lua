@@ -28,7 +28,9 @@ while arg[i] do
   end
   i = i + 1
 end
-if not terms or terms < 1 or #procs == 0 then
+local bad_procs = #procs == 0
+for _, p in ipairs(procs) do bad_procs = bad_procs or not p or p < 1 end
+if not terms or terms < 1 or bad_procs then
   io.stderr:write("pi.lua: --terms wants a positive integer, --procs a list such as 1,2,4\n")
   os.exit(2)
 end
@@ -47,9 +49,14 @@ for _, p in ipairs(procs) do
   rows[#rows + 1] = {terms = terms, processes = p, seconds = timing.wall, estimate = estimate,
     error = err, kernel = timing.impl}
 end
-local base = rows[1].seconds * rows[1].processes -- one process's time, estimated from the first row
+-- speedup is against one process: measured in its row, or separately
+local base
 for _, r in ipairs(rows) do
   if r.processes == 1 then base = r.seconds end
+end
+if not base then
+  local _, _, timing = pi.parallel{terms = terms, processes = 1}
+  base = timing.wall
 end
 for _, r in ipairs(rows) do r.speedup = base / r.seconds end
 

@@ -38,6 +38,13 @@ describe("runner", function()
     assert.equal("2\n", out)
   end)
 
+  it("reads, evaluates and prints with -i, continuing unfinished lines", function()
+    local out, err, code = H.run(L .. " -i", "=1+1\nx = 5\nx\nfor i = 1,\n2 do io.write(i, ' ') end\nprint('done')\n")
+    assert.equal(0, code)
+    assert.equal("", err)
+    assert.matches("^luamp %S+ %(Lua 5%.4%.%d+%)\n> 2\n> > 5\n> >> 1 2 > done\n> \n$", out)
+  end)
+
   it("stops option handling at --", function()
     local out, _, code = H.run(L .. " -- spec/fixtures/args.lua -v")
     assert.equal(0, code)

@@ -243,23 +243,50 @@ static int handle_luainit(lua_State *L) {
     return dostring(L, init, name);
 }
 
-/* A minimal read-eval-print loop (no line editing). */
+/* Is the status a syntax error at the end of the input (more to come)? */
+static int incomplete(lua_State *L, int status) {
+    if (status != LUA_ERRSYNTAX) return 0;
+    size_t lmsg;
+    const char *msg = lua_tolstring(L, -1, &lmsg);
+    const char *eof = "<eof>";
+    size_t le = strlen(eof);
+    return lmsg >= le && strcmp(msg + lmsg - le, eof) == 0;
+}
+
+/* A read-eval-print loop like lua.c's, without line editing: an
+ * expression prints its values ("=expr" too), an unfinished statement
+ * continues on the next line (">> "). */
 static void doREPL(lua_State *L) {
     char line[4096];
     for (;;) {
+        lua_settop(L, 0);
         fputs("> ", stdout);
         fflush(stdout);
         if (!fgets(line, sizeof line, stdin)) break;
         size_t len = strlen(line);
         if (len && line[len - 1] == '\n') line[--len] = '\0';
-        lua_settop(L, 0);
-        const char *ret = lua_pushfstring(L, "return %s;", line);
+        const char *text = line[0] == '=' ? line + 1 : line;
+        const char *ret = lua_pushfstring(L, "return %s;", text);
         int status = luaL_loadbuffer(L, ret, strlen(ret), "=stdin");
-        if (status != LUA_OK) {
-            lua_pop(L, 2);
-            status = luaL_loadbuffer(L, line, len, "=stdin");
-        } else {
+        if (status == LUA_OK) {
             lua_remove(L, -2);
+        } else {
+            lua_pop(L, 2);
+            lua_pushstring(L, line); /* the statement so far */
+            for (;;) {
+                size_t n;
+                const char *chunk = lua_tolstring(L, -1, &n);
+                status = luaL_loadbuffer(L, chunk, n, "=stdin");
+                if (!incomplete(L, status)) break;
+                lua_pop(L, 1); /* the "<eof>" message */
+                fputs(">> ", stdout);
+                fflush(stdout);
+                if (!fgets(line, sizeof line, stdin)) break;
+                lua_pushliteral(L, "\n");
+                lua_pushstring(L, line);
+                lua_concat(L, 3);
+            }
+            lua_remove(L, -2); /* the statement's text */
         }
         if (status == LUA_OK) status = docall(L, 0, LUA_MULTRET);
         if (status == LUA_OK && lua_gettop(L) > 0) {
