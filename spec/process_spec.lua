@@ -229,6 +229,12 @@ describe("Process", function()
   end)
 
   describe("pid, sentinel, signals", function()
+    it("raises after close when run() is called", function()
+      local p = process.Process{target = function() end}
+      p:close()
+      assert.has_error(function() p:run() end, "process object is closed")
+    end)
+
     it("gives pid and ident after start", function()
       local p = process.Process{target = block}
       p:start()
@@ -308,6 +314,47 @@ describe("Process", function()
       q:start()
       q:join()
       assert.matches("stopped exitcode=3>$", tostring(q))
+    end)
+  end)
+
+  describe("what a child must never do", function()
+    it("never resumes its parent's coroutine when the target yields", function()
+      local co = coroutine.wrap(function()
+        local p = process.Process{target = function() coroutine.yield("from the child") end}
+        p:start()
+        return p
+      end)
+      local p = co()
+      assert.equal(1, p:join()) -- "attempt to yield across a C-call boundary"
+      assert.matches("yield", p.error)
+    end)
+
+    it("refuses to use a sibling's sentinel in a child", function()
+      local a = process.Process{target = block}
+      a:start()
+      local b = process.Process{target = function()
+        local ok1, e1 = pcall(process.wait, {a}, 0)
+        local ok2, e2 = pcall(function() return a.sentinel end)
+        os.exit((not ok1 and e1:find("can only wait for a child process", 1, true)
+          and not ok2 and e2:find("can only use the sentinel of a child process", 1, true)) and 0 or 1)
+      end}
+      assert.equal(0, b:start():join())
+      a:kill()
+      a:join()
+    end)
+  end)
+
+  describe("fire and forget", function()
+    it("reaps children nobody joined, so zombies and descriptors do not pile up", function()
+      for _ = 1, 200 do process.Process{target = function() end}:start() end
+      local last = process.Process{target = function() end}
+      last:start()
+      last:join()
+      collectgarbage()
+      collectgarbage()
+      -- at most the amortised sweep's worth of unreaped children remain
+      assert.is_true(#H.children() <= 130, #H.children() .. " children left")
+      for _, p in ipairs(process.active_children()) do p:join() end
     end)
   end)
 

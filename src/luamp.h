@@ -15,7 +15,7 @@
  *  2. A host that wants luamp to own the state:
  *
  *         luamp_runtime *rt = luamp_runtime_new();
- *         if (luamp_runtime_dofile(rt, "job.lua") != 0)
+ *         if (luamp_runtime_dofile(rt, "job.lua", 0, NULL) != 0)
  *             fprintf(stderr, "%s\n", luamp_runtime_error(rt));
  *         luamp_runtime_close(rt);
  *
@@ -25,7 +25,12 @@
  *
  * Hosts' rules: luamp never calls waitpid(-1), never installs a SIGCHLD
  * handler and never calls exit(); each lua_State sees only the children it
- * started.  Children are created with fork: start them from the thread
+ * started.  In return the host must not reap luamp's children itself: a
+ * host that calls waitpid(-1) or sets SIGCHLD to SIG_IGN (or SA_NOCLDWAIT)
+ * takes their exit status away, and such a child then reports exitcode
+ * 255.  Descriptors a script opens (Pipes included) are inherited by every
+ * child forked later, from any state of the process: close a runtime whose
+ * children wait on a Pipe after closing the runtimes that forked since.  Children are created with fork: start them from the thread
  * that runs Lua, and prefer starting them before the host spawns threads.
  *
  * Errors: functions returning int return 0 on success or a negative code,
@@ -85,7 +90,8 @@ typedef struct luamp_runtime luamp_runtime;
 
 /* A new runtime: a lua_State with the standard libraries and `process`
  * preloaded.  os.exit in its scripts ends the script (LUAMP_EEXIT), not
- * the host.  Returns NULL when memory runs out.  (transfer full: free it
+ * the host: it raises an error that only the run catches, so a script
+ * that calls it under pcall can swallow it.  Returns NULL when memory runs out.  (transfer full: free it
  * with luamp_runtime_close.) */
 LUAMP_API luamp_runtime *luamp_runtime_new(void);
 

@@ -23,6 +23,8 @@ local state = {
   counter = 0,     -- names Process-N
   seq = 0,         -- start order, for active_children()
   children = {},   -- started, not yet reaped Process objects (false: none yet)
+  nchildren = 0,   -- how many
+  sweep_at = 64,   -- cleanup() sweeps them at this many
   method = nil,    -- set by set_start_method
 }
 
@@ -33,9 +35,10 @@ local function argerror(n, fname, msg, level)
   error(fmt("bad argument #%d to '%s' (%s)", n, fname, msg), (level or 1) + 1)
 end
 
-local function opt_timeout(t, fname)
+-- A timeout argument (nil: forever); errors point at the caller's caller.
+local function opt_timeout(t, fname, n)
   if t ~= nil and type(t) ~= "number" then
-    argerror(1, fname, "number expected, got " .. type(t), 2)
+    argerror(n or 1, fname, "number expected, got " .. type(t), 3)
   end
   return t
 end
@@ -181,7 +184,23 @@ end
 getters.ident = getters.pid
 
 local function reaped(self)
-  if state.children then state.children[self] = nil end
+  local children = state.children
+  if children and children[self] then
+    children[self] = nil
+    state.nchildren = state.nchildren - 1
+  end
+end
+
+-- Reap finished children nobody joined (Python's _cleanup), so that
+-- fire-and-forget starts leave no zombies and free their descriptors once
+-- the objects are collected.  Amortised: a sweep only when the number of
+-- unreaped children has doubled since the last one.
+local function cleanup()
+  if state.nchildren < state.sweep_at then return end
+  for p in pairs(state.children) do
+    if rawget(p, "_popen"):poll() ~= nil then reaped(p) end
+  end
+  state.sweep_at = math.max(64, 2 * state.nchildren)
 end
 
 function getters.exitcode(self)
@@ -228,6 +247,7 @@ end
 
 -- What the child runs: the target with the arguments.
 function Process:run()
+  closed_check(self, 2)
   local target = rawget(self, "_target")
   if target ~= nil then
     local args = rawget(self, "_args")
@@ -246,6 +266,7 @@ function Process:start()
   if state.current._daemon then
     error("daemonic processes are not allowed to have children", 2)
   end
+  cleanup()
   local popen, err, ename = core.start(state.method or AVAILABLE[1], rawget(self, "_daemon"))
   if not popen then return nil, err, ename end
   if popen == true then bootstrap(self) end -- the child: never returns
@@ -256,6 +277,7 @@ function Process:start()
   rawset(self, "_seq", state.seq)
   if not state.children then state.children = {} end
   state.children[self] = true
+  state.nchildren = state.nchildren + 1
   return self
 end
 
@@ -395,7 +417,6 @@ local function child_exit(code)
 end
 
 local ParentProcess = {}
-ParentProcess.__index = ParentProcess
 
 local function parent_sentinel(self)
   local fd = rawget(self, "sentinel")
@@ -457,11 +478,13 @@ function bootstrap(self)
   state.parent = false
   state.current = self
   state.children = false
+  state.nchildren = 0
+  state.sweep_at = 64
   state.counter = 0
   rawset(self, "_is_current", true)
   rawset(self, "_started", true)
   os.exit = child_exit
-  finish(self, xpcall(self.run, handler, self))
+  finish(self, core.call(handler, self.run, self))
 end
 
 ----------------------------------------------------------------------------
@@ -503,7 +526,7 @@ end
 -- wait(objects[, timeout]) -> the ready objects, in the order given.
 function M.wait(objects, timeout)
   if type(objects) ~= "table" then argerror(1, "wait", "table expected, got " .. type(objects)) end
-  opt_timeout(timeout, "wait")
+  opt_timeout(timeout, "wait", 2)
   local items = {}
   for i = 1, #objects do
     local o = objects[i]
@@ -550,7 +573,7 @@ end
 -- Run once here what every child runs: a stock interpreter binds its
 -- symbols lazily, and a function first called in a child would be bound
 -- there, in every child, writing to pages it shares with its parent.
-xpcall(select, handler, "#")
+core.call(handler, select, "#")
 pcall(table.unpack, table.pack())
 
 -- Test hook (not API): make the next n calls of a system operation fail,

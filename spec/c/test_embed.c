@@ -134,6 +134,15 @@ int main(void) {
                                    "dpid");
     ok(daemon_pid > 0, "daemon started");
 
+    /* the host forks by itself and its child calls exit(): luamp's atexit
+     * clean-up there must leave the parent's children alone */
+    pid_t hf = fork();
+    if (hf == 0) exit(0);
+    int hst = 0;
+    while (waitpid(hf, &hst, 0) < 0 && errno == EINTR) {}
+    ok(WIFEXITED(hst) && WEXITSTATUS(hst) == 0 && kill((pid_t)daemon_pid, 0) == 0,
+       "a host's own fork+exit leaves luamp's daemon running");
+
     /* closing a runtime: its daemon is terminated, the children blocked
      * on the pipe are joined once the pipe closes with the state.  rt2
      * goes first: its child was forked holding a copy of rt's pipe. */

@@ -33,7 +33,13 @@ static lmp_reg *regs;
 static pthread_once_t atexit_once = PTHREAD_ONCE_INIT;
 
 static void at_exit(void) { lmp_reg_shutdown_all(); }
-static void install_atexit(void) { atexit(at_exit); }
+static void forget_self(void);
+/* The atfork handler keeps the ownership test right in children a host
+ * forks by itself (fork() then exit() must not clean up our children). */
+static void install_atexit(void) {
+    atexit(at_exit);
+    pthread_atfork(NULL, NULL, forget_self);
+}
 
 lmp_reg *lmp_reg_new(void) {
     lmp_reg *r = calloc(1, sizeof *r);
@@ -112,11 +118,13 @@ void lmp_reg_shutdown(lmp_reg *r) {
     lmp_child **v = malloc((size_t)n * sizeof *v);
     if (!v) return;
     int nd = 0, nn = 0;
-    /* Daemons first (front of v), the rest after. */
+    /* Daemons first (front of v), the rest after; records inherited from
+     * a parent (a host's own fork) are not ours to end or wait for. */
     for (lmp_child *c = r->head; c; c = c->next)
-        if (c->daemon) v[nd++] = c;
+        if (c->daemon && !lmp_child_foreign(c)) v[nd++] = c;
     for (lmp_child *c = r->head; c; c = c->next)
-        if (!c->daemon) v[nd + nn++] = c;
+        if (!c->daemon && !lmp_child_foreign(c)) v[nd + nn++] = c;
+    n = nd + nn;
     /* Nobody will read results any more: let writers see EPIPE. */
     for (int i = 0; i < n; i++) {
         if (v[i]->result_fd >= 0) {
@@ -139,8 +147,11 @@ void lmp_reg_shutdown_all(void) {
     pthread_mutex_unlock(&regs_lock);
 }
 
-/* This process's pid, kept current across fork by lmp_reg_after_fork. */
+/* This process's pid, kept current across any fork (the atfork handler
+ * and lmp_reg_after_fork reset it). */
 static pid_t self_pid;
+
+static void forget_self(void) { self_pid = 0; }
 
 static pid_t self(void) {
     if (!self_pid) self_pid = getpid();

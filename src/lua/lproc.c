@@ -47,7 +47,6 @@ static int parent_pidfd = -1;
 /* A child's copy of the record its parent was filling when it forked. */
 static lmp_child *volatile inherited_record;
 
-#define push_oserror lmp_pushoserror
 #define opt_timeout(L, arg) lmp_opttimeout(L, arg, -1)
 
 static lmp_child *checkchild(lua_State *L, int idx) {
@@ -60,8 +59,7 @@ static lmp_child *checkchild(lua_State *L, int idx) {
 
 static int push_status(lua_State *L, lmp_child *c, int rc, const char *op) {
     if (rc < 0) {
-        if (rc == -ECHILD) return luaL_error(L, "can only use a child process");
-        return push_oserror(L, op, -rc);
+        return lmp_pushoserror(L, op, -rc);
     }
     if (rc == 0) {
         lua_pushnil(L);
@@ -90,7 +88,7 @@ static int pop_signal(lua_State *L) {
     int sig = (int)luaL_checkinteger(L, 2);
     int rc = lmp_child_signal(c, sig);
     if (rc == -ECHILD) return luaL_error(L, "can only signal a child process");
-    if (rc < 0) return push_oserror(L, "signal", -rc);
+    if (rc < 0) return lmp_pushoserror(L, "signal", -rc);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -101,7 +99,9 @@ static int pop_pid(lua_State *L) {
 }
 
 static int pop_sentinel(lua_State *L) {
-    lua_pushinteger(L, checkchild(L, 1)->sentinel);
+    lmp_child *c = checkchild(L, 1);
+    if (lmp_child_foreign(c)) return luaL_error(L, "can only use the sentinel of a child process");
+    lua_pushinteger(L, c->sentinel);
     return 1;
 }
 
@@ -175,12 +175,12 @@ static int core_start(lua_State *L) {
     p->c = NULL;
     luaL_setmetatable(L, POPEN);
     lmp_child *c = lmp_child_new();
-    if (!c) return push_oserror(L, "start", ENOMEM);
+    if (!c) return lmp_pushoserror(L, "start", ENOMEM);
     lmp_child_info info = {-1, -1, 0};
     int rc = m->start(reg, c, &o, &info);
     if (rc < 0) {
         lmp_child_drop(c);
-        return push_oserror(L, "start", -rc);
+        return lmp_pushoserror(L, "start", -rc);
     }
     if (rc == 1) { /* in the child: this record describes nobody; freeing
                     * it would only write to pages shared with the parent,
@@ -218,6 +218,9 @@ static int core_wait(lua_State *L) {
             Popen *p = luaL_testudata(L, -1, POPEN);
             if (!p) return luaL_error(L, "bad object #%d to 'wait'", (int)(i + 1));
             if (!p->c) return luaL_error(L, "process object is closed");
+            /* an inherited record's descriptor numbers mean nothing here:
+             * they were closed at fork and may name other files now */
+            if (lmp_child_foreign(p->c)) return luaL_error(L, "can only wait for a child process");
             c = p->c;
             fd = c->sentinel;
         }
@@ -243,9 +246,9 @@ static int core_wait(lua_State *L) {
             if (left < 0) left = 0;
         }
         int rc = lmp_poll(pf, k, left);
-        if (rc < 0) return push_oserror(L, "wait", -rc);
+        if (rc < 0) return lmp_pushoserror(L, "wait", -rc);
         for (lua_Integer i = 0; i < n; i++)
-            if (pf[i].revents & POLLNVAL) return push_oserror(L, "wait", EBADF);
+            if (pf[i].revents & POLLNVAL) return lmp_pushoserror(L, "wait", EBADF);
             else if (pf[i].revents) ready++;
         if (ready || rc == 0 || (deadline >= 0 && lmp_now() >= deadline)) break;
     }
@@ -309,14 +312,14 @@ static int core_parent_sentinel(lua_State *L) {
     }
     if (parent_pidfd < 0) {
         int fd = lmp_pidfd_open(me.parent_pid);
-        if (fd < 0 && fd != -ESRCH) return push_oserror(L, "parent_process", -fd);
+        if (fd < 0 && fd != -ESRCH) return lmp_pushoserror(L, "parent_process", -fd);
         /* The pid named our parent only if it is still our parent now;
          * if it died, the pid may name another process: use a descriptor
          * that is readable at once instead. */
         if (fd < 0 || getppid() != me.parent_pid) {
             if (fd >= 0) close(fd);
             int p[2];
-            if (pipe2(p, O_CLOEXEC) < 0) return push_oserror(L, "parent_process", errno);
+            if (pipe2(p, O_CLOEXEC) < 0) return lmp_pushoserror(L, "parent_process", errno);
             close(p[1]);
             fd = p[0];
         }
@@ -325,6 +328,18 @@ static int core_parent_sentinel(lua_State *L) {
     }
     lua_pushinteger(L, parent_pidfd);
     return 1;
+}
+
+/* core.call(handler, f, ...) -> ok, results...: f under lua_pcall with
+ * the message handler.  Plain lua_pcall, without a continuation, so a
+ * yield inside f cannot cross it: a child's target that yields gets an
+ * error instead of resuming its parent's coroutine (and its pending code). */
+static int core_call(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    int status = lua_pcall(L, lua_gettop(L) - 2, LUA_MULTRET, 1);
+    lua_pushboolean(L, status == LUA_OK);
+    lua_replace(L, 1);
+    return lua_gettop(L);
 }
 
 static int core_getpid(lua_State *L) {
@@ -397,6 +412,7 @@ static const luaL_Reg core_funcs[] = {
     {"exit", core_exit},           {"parent_sentinel", core_parent_sentinel},
     {"getpid", core_getpid},       {"cpu_count", core_cpu_count},
     {"now", core_now},             {"encode", core_encode},
+    {"call", core_call},
     {"decode", core_decode},
     {"signame", core_signame},     {"have_pidfd", core_have_pidfd},
     {"send_result", core_send_result}, {"Pipe", lmp_open_pipe},

@@ -169,9 +169,7 @@ static int handle_script(lua_State *L, char **argv) {
 static int collectargs(char **argv, int *first) {
     int args = 0;
     int i;
-    if (argv[0] != NULL) {
-        if (argv[0][0]) progname = "luamp";
-    } else {
+    if (argv[0] == NULL) {
         *first = -1;
         return 0;
     }
@@ -278,10 +276,10 @@ static void doREPL(lua_State *L) {
                 const char *chunk = lua_tolstring(L, -1, &n);
                 status = luaL_loadbuffer(L, chunk, n, "=stdin");
                 if (!incomplete(L, status)) break;
-                lua_pop(L, 1); /* the "<eof>" message */
                 fputs(">> ", stdout);
                 fflush(stdout);
-                if (!fgets(line, sizeof line, stdin)) break;
+                if (!fgets(line, sizeof line, stdin)) break; /* report the "<eof>" */
+                lua_pop(L, 1); /* the "<eof>" message */
                 lua_pushliteral(L, "\n");
                 lua_pushstring(L, line);
                 lua_concat(L, 3);
@@ -332,8 +330,8 @@ static int pmain(lua_State *L) {
             if (isatty(0)) {
                 print_version();
                 doREPL(L);
-            } else {
-                dochunk(L, luaL_loadfile(L, NULL));
+            } else if (dochunk(L, luaL_loadfile(L, NULL)) != LUA_OK) {
+                return 0; /* unlike lua.c: an error in stdin's chunk exits 1 */
             }
         }
     }

@@ -15,10 +15,14 @@
  *    waits until the handlers are the defaults, instead of running the
  *    parent's handler in the child;
  *  - the pidfd is opened after fork in the parent.  That is race-free: the
- *    child cannot be reaped by anyone but us (we never waitpid(-1)), so its
- *    pid stays valid, even as a zombie, until we reap it.  If the parent
- *    cannot get a pidfd (EMFILE) it kills and reaps the child and reports
- *    the error, so start() either fully succeeds or leaves nothing.
+ *    child cannot be reaped by anyone but us (we never waitpid(-1); a host
+ *    that does, or that ignores SIGCHLD, loses us the exit status), so its
+ *    pid stays valid, even as a zombie, until we reap it.  A descriptor
+ *    slot is reserved before fork and freed just before pidfd_open, so
+ *    the descriptor limit refuses start() before any child exists.  If
+ *    pidfd_open still fails (ENOMEM), the parent kills and reaps the child
+ *    and reports the error: start() either fully succeeds or leaves no
+ *    process (though the child may have begun its target by then).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -52,6 +56,12 @@ static int fork_start(lmp_reg *r, lmp_child *c, const lmp_start_opts *o, lmp_chi
         close2(res), close2(death), close2(par);
         return err;
     }
+    int spare = -1; /* the pidfd's slot, reserved */
+    if (use_pidfd && (spare = fcntl(res[0], F_DUPFD_CLOEXEC, 0)) < 0) {
+        err = -errno;
+        close2(res);
+        return err;
+    }
     pid_t parent = getpid();
     fflush(NULL);
     sigset_t all, old;
@@ -63,10 +73,12 @@ static int fork_start(lmp_reg *r, lmp_child *c, const lmp_start_opts *o, lmp_chi
     if (pid < 0) {
         if (!err) err = -errno;
         close2(res), close2(death), close2(par);
+        if (spare >= 0) close(spare);
         return err;
     }
     if (pid == 0) {
         close(res[0]);
+        if (spare >= 0) close(spare);
         if (!use_pidfd) close(death[0]), close(par[1]);
         lmp_reg_after_fork(-1);
         lmp_signals_reset(); /* handlers to default, then unblock all */
@@ -86,6 +98,7 @@ static int fork_start(lmp_reg *r, lmp_child *c, const lmp_start_opts *o, lmp_chi
     if (!use_pidfd) close(death[1]), close(par[0]);
     int sentinel = death[0];
     if (use_pidfd) {
+        close(spare);
         sentinel = lmp_fault_hit("pidfd");
         if (!sentinel) sentinel = lmp_pidfd_open(pid);
         if (sentinel < 0) {
