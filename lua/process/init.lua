@@ -1,5 +1,6 @@
 -- process/init.lua - the `process` module: the Process class and the
--- module functions of ../shared/API.md, over the C core (src/lua/lproc.c).
+-- module functions (README.md, "The process API"), over the C core
+-- (src/lua/lproc.c).
 --
 -- Lua owns the object model (names, daemon flags, state checks, error
 -- messages); C owns every system call.  This file is compiled into the
