@@ -15,6 +15,7 @@
 #include <dirent.h>
 
 #include "core/child.h"
+#include "core/result.h"
 #include "core/sys.h"
 #include "start/method.h"
 #include "tap.h"
@@ -51,12 +52,7 @@ static int ignore_term(lmp_child_info *i, long a) {
 static int write_result(lmp_child_info *i, long n) {
     char *buf = malloc((size_t)n);
     memset(buf, 'x', (size_t)n);
-    for (long off = 0; off < n;) {
-        ssize_t w = write(i->result_w, buf + off, (size_t)(n - off));
-        if (w < 0) return 2;
-        off += w;
-    }
-    return 0;
+    return lmp_result_send(i->result_w, buf, (size_t)n) == 0 ? 0 : 2;
 }
 static int segv(lmp_child_info *i, long a) {
     (void)i, (void)a;
@@ -113,11 +109,18 @@ int main(void) {
        "terminate gives -15");
     release(c);
 
-    /* a result larger than any pipe buffer never deadlocks the child */
-    long big = 16L << 20;
-    c = start(0, write_result, big);
-    ok(lmp_child_wait(c, 30) == 1 && c->exitcode == 0, "child wrote %ld bytes and ended", big);
-    ok(c->result.len == (size_t)big, "parent drained all of it (%zu)", c->result.len);
+    /* a result larger than any socket buffer never blocks the child (it
+     * goes in a memfd), and a small one goes inline */
+    long sizes[] = {16L << 20, LMP_RESULT_INLINE, 5};
+    for (int k = 0; k < 3; k++) {
+        c = start(0, write_result, sizes[k]);
+        ok(lmp_child_wait(c, 30) == 1 && c->exitcode == 0, "child sent %ld bytes and ended", sizes[k]);
+        ok(c->result.len == (size_t)sizes[k] && c->result.data[sizes[k] - 1] == 'x',
+           "parent collected all of it (%zu)", c->result.len);
+        release(c);
+    }
+    c = start(0, exit_with, 0);
+    ok(lmp_child_wait(c, 30) == 1 && c->result.len == 0, "a child that sends nothing: empty result");
     release(c);
 
     /* fork refused: nothing left behind, the record is reusable */

@@ -16,6 +16,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "result.h"
 #include "sys.h"
 
 #ifndef P_PIDFD
@@ -125,7 +126,7 @@ void lmp_reg_shutdown(lmp_reg *r) {
     for (lmp_child *c = r->head; c; c = c->next)
         if (!c->daemon && !lmp_child_foreign(c)) v[nd + nn++] = c;
     n = nd + nn;
-    /* Nobody will read results any more: let writers see EPIPE. */
+    /* Nobody will read results any more. */
     for (int i = 0; i < n; i++) {
         if (v[i]->result_fd >= 0) {
             lmp_fd_close(v[i]->result_fd);
@@ -206,37 +207,6 @@ void lmp_child_close(lmp_child *c) {
     c->sentinel = c->result_fd = c->parent_w = -1;
 }
 
-int lmp_child_drain(lmp_child *c) {
-    /* The first read goes to the stack: most children send nothing, and
-     * then draining costs one read and no allocation (an allocation here
-     * is page faults on the start+join path).  Once bytes arrive, reads
-     * go straight into the buffer. */
-    char chunk[16384];
-    while (c->result_fd >= 0) {
-        char *dst = chunk;
-        size_t room = sizeof chunk;
-        if (c->result.len > 0) {
-            int rc = lmp_buf_reserve(&c->result, 1 << 16);
-            if (rc) return rc;
-            dst = lmp_buf_tail(&c->result);
-            room = c->result.cap - c->result.len;
-        }
-        ssize_t r = read(c->result_fd, dst, room);
-        if (r > 0) {
-            if (dst != chunk) c->result.len += (size_t)r;
-            else if (lmp_buf_append(&c->result, chunk, (size_t)r)) return -ENOMEM;
-            continue;
-        }
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0 && errno == EAGAIN) return 0;
-        int err = r < 0 ? errno : 0; /* 0: EOF, the child closed it */
-        lmp_fd_close(c->result_fd);
-        c->result_fd = -1;
-        return -err;
-    }
-    return 0;
-}
-
 /* The child has ended (its sentinel said so): collect its status. */
 static int reap(lmp_child *c) {
     int code;
@@ -259,9 +229,11 @@ static int reap(lmp_child *c) {
     }
     c->exitcode = code;
     c->ended = 1;
-    /* The write end died with the child: take what is left. */
-    lmp_child_drain(c);
-    if (c->result_fd >= 0) { /* someone else still holds it open */
+    /* The child is gone: what it sent is all there (see result.h).  A
+     * failure leaves the result empty or cut short, which the binding
+     * reports as a lost result. */
+    if (c->result_fd >= 0) {
+        lmp_result_collect(c->result_fd, &c->result);
         lmp_fd_close(c->result_fd);
         c->result_fd = -1;
     }
@@ -275,8 +247,6 @@ static int reap(lmp_child *c) {
 int lmp_child_poll(lmp_child *c) {
     if (lmp_child_foreign(c)) return -ECHILD;
     if (c->ended) return 1;
-    int rc = lmp_child_drain(c);
-    if (rc) return rc;
     struct pollfd pf = {.fd = c->sentinel, .events = POLLIN};
     int n;
     do n = poll(&pf, 1, 0);
@@ -288,22 +258,12 @@ int lmp_child_poll(lmp_child *c) {
 int lmp_child_wait(lmp_child *c, double timeout) {
     if (lmp_child_foreign(c)) return -ECHILD;
     if (c->ended) return 1;
-    double deadline = timeout < 0 ? -1 : lmp_now() + timeout;
-    for (;;) {
-        int rc = lmp_child_drain(c);
-        if (rc) return rc;
-        struct pollfd pf[2] = {{.fd = c->sentinel, .events = POLLIN},
-                               {.fd = c->result_fd, .events = POLLIN}};
-        double left = -1;
-        if (deadline >= 0) {
-            left = deadline - lmp_now();
-            if (left < 0) left = 0;
-        }
-        int n = lmp_poll(pf, c->result_fd >= 0 ? 2 : 1, left);
-        if (n < 0) return n;
-        if (pf[0].revents) return reap(c);
-        if (n == 0 || (deadline >= 0 && lmp_now() >= deadline)) return 0;
-    }
+    /* Only the sentinel: a child never blocks on its result channel, so
+     * there is nothing to drain, and one sleep means one wake-up. */
+    struct pollfd pf = {.fd = c->sentinel, .events = POLLIN};
+    int n = lmp_poll(&pf, 1, timeout);
+    if (n < 0) return n;
+    return n ? reap(c) : 0;
 }
 
 int lmp_child_signal(lmp_child *c, int sig) {

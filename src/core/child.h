@@ -4,8 +4,8 @@
  * Provides: lmp_child (pid, sentinel, result channel, exit code), reaping
  * exactly once through the sentinel (waitid on a pidfd, or waitpid after a
  * death pipe reports EOF where the kernel lacks pidfd), waiting with a
- * deadline while draining the child's result channel so a child writing a
- * large result never deadlocks, signalling without pid-reuse races, and the
+ * deadline, collecting what the child sent on its result channel once it
+ * has ended (result.h), signalling without pid-reuse races, and the
  * creator's exit clean-up (daemons terminated, then killed after a grace
  * period; non-daemons joined).
  * Uses: sys.h, buf.h.  Must never: call waitpid(-1), install a SIGCHLD
@@ -31,7 +31,7 @@ typedef struct lmp_child lmp_child;
 struct lmp_child {
     pid_t pid;
     int sentinel;    /* pidfd, or read end of the death pipe; -1 once closed */
-    int result_fd;   /* read end of the result channel; -1 at EOF */
+    int result_fd;   /* parent's end of the result channel; -1 once read */
     int parent_w;    /* fallback only: write end of the child's parent pipe */
     int exitcode;    /* n, or -signum; valid once ended */
     pid_t owner;     /* the process that started it (see lmp_child_foreign) */
@@ -39,7 +39,7 @@ struct lmp_child {
     unsigned daemon : 1;
     unsigned is_pidfd : 1;
     unsigned has_ud : 1;  /* a Lua userdata still refers to it */
-    lmp_buf result;       /* bytes drained from result_fd */
+    lmp_buf result;       /* what the child sent, once it ended */
     lmp_reg *reg;         /* NULL once detached */
     lmp_child *prev, *next;
 };
@@ -72,15 +72,13 @@ void lmp_child_drop(lmp_child *c);
 /* Close the sentinel and any channel; only valid once ended. */
 void lmp_child_close(lmp_child *c);
 
-/* Non-blocking: drain available result bytes, reap if ended.
+/* Non-blocking: reap if ended (collecting its result).
  * 1 ended (exitcode set), 0 running, -errno. */
 int lmp_child_poll(lmp_child *c);
-/* Wait until ended or timeout seconds (< 0: forever), draining results.
+/* Wait until ended or timeout seconds (< 0: forever).
  * 1 ended, 0 timeout, -errno. */
 int lmp_child_wait(lmp_child *c, double timeout);
 /* Send sig unless already reaped (no-op then).  0 or -errno. */
 int lmp_child_signal(lmp_child *c, int sig);
-/* Read whatever the result channel holds now (non-blocking).  0 or -errno. */
-int lmp_child_drain(lmp_child *c);
 
 #endif

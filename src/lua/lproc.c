@@ -23,6 +23,7 @@
 
 #include "codec/codec.h"
 #include "core/child.h"
+#include "core/result.h"
 #include "core/sys.h"
 #include "lauxlib.h"
 #include "lcodec.h"
@@ -197,20 +198,15 @@ static int core_start(lua_State *L) {
 }
 
 /* core.wait(items, timeout) -> list of indexes ready.  Items are integer
- * descriptors or Popen userdata; children behind either have their result
- * channels drained while waiting, so a child writing a large result can
- * always finish. */
+ * descriptors or Popen userdata (their sentinels). */
 static int core_wait(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     double timeout = opt_timeout(L, 2);
     lua_Integer n = luaL_len(L, 1);
     if (n > 4096) return luaL_error(L, "too many objects to wait on");
-    /* poll set: n watched descriptors, then up to n result channels */
-    struct pollfd *pf = lua_newuserdatauv(L, sizeof *pf * (size_t)(2 * n + 1), 0);
-    lmp_child **kids = lua_newuserdatauv(L, sizeof *kids * (size_t)(n + 1), 0);
+    struct pollfd *pf = lua_newuserdatauv(L, sizeof *pf * (size_t)(n + 1), 0);
     for (lua_Integer i = 0; i < n; i++) {
         lua_geti(L, 1, i + 1);
-        lmp_child *c = NULL;
         int fd;
         if (lua_isinteger(L, -1)) {
             fd = (int)lua_tointeger(L, -1);
@@ -221,37 +217,17 @@ static int core_wait(lua_State *L) {
             /* an inherited record's descriptor numbers mean nothing here:
              * they were closed at fork and may name other files now */
             if (lmp_child_foreign(p->c)) return luaL_error(L, "can only wait for a child process");
-            c = p->c;
-            fd = c->sentinel;
+            fd = p->c->sentinel;
         }
         lua_pop(L, 1);
-        kids[i] = c;
         pf[i] = (struct pollfd){.fd = fd, .events = POLLIN};
     }
-    double deadline = timeout < 0 ? -1 : lmp_now() + timeout;
     int ready = 0;
-    for (;;) {
-        int k = (int)n;
-        for (lua_Integer i = 0; i < n; i++) {
-            lmp_child *c = kids[i];
-            if (c && !lmp_child_foreign(c)) {
-                lmp_child_drain(c);
-                if (c->result_fd >= 0)
-                    pf[k++] = (struct pollfd){.fd = c->result_fd, .events = POLLIN};
-            }
-        }
-        double left = -1;
-        if (deadline >= 0) {
-            left = deadline - lmp_now();
-            if (left < 0) left = 0;
-        }
-        int rc = lmp_poll(pf, k, left);
-        if (rc < 0) return lmp_pushoserror(L, "wait", -rc);
-        for (lua_Integer i = 0; i < n; i++)
-            if (pf[i].revents & POLLNVAL) return lmp_pushoserror(L, "wait", EBADF);
-            else if (pf[i].revents) ready++;
-        if (ready || rc == 0 || (deadline >= 0 && lmp_now() >= deadline)) break;
-    }
+    int rc = lmp_poll(pf, (int)n, timeout);
+    if (rc < 0) return lmp_pushoserror(L, "wait", -rc);
+    for (lua_Integer i = 0; i < n; i++)
+        if (pf[i].revents & POLLNVAL) return lmp_pushoserror(L, "wait", EBADF);
+        else if (pf[i].revents) ready++;
     lua_createtable(L, ready, 0);
     int j = 0;
     for (lua_Integer i = 0; i < n; i++)
@@ -283,20 +259,8 @@ static int core_send_result(lua_State *L) {
     lmp_buf *b = lmp_lbuf_new(L);
     lmp_buf_append(b, kind[0] == 'E' ? "E" : "R", 1);
     lmp_lencode(L, 2, b, "result", 0);
-    /* Nobody may be reading any more (the parent ended): no SIGPIPE. */
-    signal(SIGPIPE, SIG_IGN);
-    if (b->len > 65536) fcntl(me.result_w, F_SETPIPE_SZ, 1 << 20);
-    const char *p = b->data;
-    size_t n = b->len;
-    while (n > 0) {
-        ssize_t w = write(me.result_w, p, n);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            return lmp_pushoserror(L, "result", errno);
-        }
-        p += w;
-        n -= (size_t)w;
-    }
+    int rc = lmp_result_send(me.result_w, b->data, b->len);
+    if (rc < 0) return lmp_pushoserror(L, "result", -rc);
     lmp_buf_free(b);
     lua_pushboolean(L, 1);
     return 1;

@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -47,7 +48,8 @@ static int fork_start(lmp_reg *r, lmp_child *c, const lmp_start_opts *o, lmp_chi
     int res[2] = {-1, -1}, death[2] = {-1, -1}, par[2] = {-1, -1};
     int err = lmp_fault_hit("pipe");
     if (err) return err;
-    if (pipe2(res, O_CLOEXEC) < 0) return -errno;
+    /* the result channel (result.h): a socket, for passing a memfd */
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, res) < 0) return -errno;
     /* Without pidfd: the child holds the write end of `death` (EOF tells
      * the parent it ended), the parent the write end of `par` (EOF tells
      * the child its parent ended). */

@@ -1,0 +1,120 @@
+/*
+ * result.c - the result channel (see result.h).
+ *
+ * Wire: one byte, then the payload.  'I': the payload follows inline up
+ * to EOF.  'M': the byte carries a memfd (SCM_RIGHTS) holding the payload.
+ */
+#include "result.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int send_all(int fd, const char *p, size_t n) {
+    while (n > 0) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return -errno;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int send_memfd(int fd, const char *p, size_t n) {
+    int mfd = memfd_create("luamp-result", MFD_CLOEXEC);
+    if (mfd < 0) return -errno;
+    for (size_t off = 0; off < n;) {
+        ssize_t w = write(mfd, p + off, n - off);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            int e = errno;
+            close(mfd);
+            return -e;
+        }
+        off += (size_t)w;
+    }
+    char tag = 'M';
+    struct iovec iov = {&tag, 1};
+    union {
+        struct cmsghdr h;
+        char space[CMSG_SPACE(sizeof(int))];
+    } u;
+    memset(&u, 0, sizeof u);
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.space,
+                       .msg_controllen = sizeof u.space};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &mfd, sizeof(int));
+    ssize_t w;
+    do w = sendmsg(fd, &m, MSG_NOSIGNAL);
+    while (w < 0 && errno == EINTR);
+    int rc = w < 0 ? -errno : 0;
+    close(mfd);
+    return rc;
+}
+
+int lmp_result_send(int fd, const void *p, size_t n) {
+    if (n > LMP_RESULT_INLINE) return send_memfd(fd, p, n);
+    int rc = send_all(fd, "I", 1);
+    return rc ? rc : send_all(fd, p, n);
+}
+
+/* Append the whole content of a memfd to out. */
+static int read_memfd(int mfd, lmp_buf *out) {
+    struct stat st;
+    if (fstat(mfd, &st) < 0) return -errno;
+    size_t n = (size_t)st.st_size;
+    if (lmp_buf_reserve(out, n)) return -ENOMEM;
+    for (size_t off = 0; off < n;) {
+        ssize_t r = pread(mfd, lmp_buf_tail(out), n - off, (off_t)off);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return r < 0 ? -errno : -EIO;
+        off += (size_t)r;
+        out->len += (size_t)r;
+    }
+    return 0;
+}
+
+int lmp_result_collect(int fd, lmp_buf *out) {
+    int first = 1, mode = 0;
+    for (;;) {
+        char chunk[16384];
+        union {
+            struct cmsghdr h;
+            char space[CMSG_SPACE(sizeof(int))];
+        } u;
+        struct iovec iov = {chunk, first ? 1 : sizeof chunk}; /* the tag alone first */
+        struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.space,
+                           .msg_controllen = sizeof u.space};
+        ssize_t r = recvmsg(fd, &m, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0 && errno == EAGAIN) return 0; /* the writer is gone but a copy of its end lives on */
+        if (r < 0) return -errno;
+        if (r == 0) return 0;
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+            if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+            int mfd;
+            memcpy(&mfd, CMSG_DATA(c), sizeof mfd);
+            int rc = mode == 'M' || chunk[0] != 'M' ? -EPROTO : read_memfd(mfd, out);
+            close(mfd);
+            if (rc) return rc;
+            mode = 'M';
+        }
+        if (first) {
+            first = 0;
+            if (chunk[0] != 'I' && chunk[0] != 'M') return -EPROTO;
+            if (chunk[0] == 'I') mode = 'I';
+            continue;
+        }
+        if (mode != 'I') return -EPROTO; /* bytes after a memfd */
+        if (lmp_buf_append(out, chunk, (size_t)r)) return -ENOMEM;
+    }
+}
