@@ -2,7 +2,7 @@
  * buf.h - growable byte buffer.
  *
  * Provides: lmp_buf, an append-only byte buffer with a read cursor, used by
- * the codec (encoding), the result channel (draining a child's output) and
+ * the codec (encoding), the result channel (collecting a child's output) and
  * Connections (framing).
  * Uses: libc only.  Must never: include lua.h or raise; every function
  * reports allocation failure with a return code.
