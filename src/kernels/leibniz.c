@@ -9,37 +9,42 @@
  * Must never: be built with -ffast-math (it would undo the compensated
  * sums), include lua.h, or allocate.
  *
- * How a range is summed on a vector path.  Terms are added in pairs
- * 1/d - 1/(d+2) (d = 2k - 1, k odd): the two computed terms are within a
- * factor of two of each other, so their difference is exact (Sterbenz) and
- * only the running sums need compensating.  By index k:
+ * How a range is summed on a vector path.  By index k:
  *
  *   k < KH      "direct": 8 (AVX-512) or 4 terms per vdivpd, each correctly
  *               rounded, into per-lane TwoSum accumulators.
- *   KH..2^52    "bulk": vdivpd costs 16 cycles per 8 terms, so each term is
- *               a Newton step from its neighbour instead.  Every lane walks
- *               its own contiguous stretch of k, g = 2 or 4 terms per step,
- *               all from one seed r ~ -1/(d-2), the last term computed:
- *                 e_j = 1 + (d + 2j) r     (e_0 by FMA, e_j = e_0 + 2j r)
- *                 t_j = -r (1 + e_j [+ e_j^2])  (j even: +1/(d+2j))
- *                 t_j =  r (1 + e_j [+ e_j^2])  (j odd:  -1/(d+2j))
- *               one FMA rounding each.  |e_j| ~ 2(j+1)/d, and regions[]
- *               switch from order 2 to order 1 where the neglected
- *               |e|^(p+1) <= 2^-54, so each term is within about 1 ulp
- *               (0.5 rounding + <= 0.5 truncation).  A seed's error enters
- *               the next step only through e, so it does not build up.  The
- *               truncation has one sign per j and does not cancel between
- *               odd and even terms; over any range it adds up to less
- *               than 1e-17 (0.1 ulp of pi in 4 S; 0.044 measured at 1e9).
- *               Cost at order 1: 3 instructions per vector of terms
- *               (residual, value, add) + 1 per step (d += 2g): 13 per 32
- *               terms at g = 4, and the two 512-bit FMA ports run 2 a cycle.
+ *   KH..2^52    "bulk": terms are taken in pairs, k odd, x = 2k:
+ *                 1/(x-1) - 1/(x+1) = 2 / (x^2 - 1)
+ *               (an identity: every term of the range is in exactly one
+ *               pair), and each pair value P = 1/(x^2 - 1) is a Newton
+ *               step from its neighbour's, so there is no division.  Every
+ *               lane walks its own contiguous stretch of k, G = 4 pairs per
+ *               step (x = c - 6, c - 2, c + 2, c + 6 around a centre c),
+ *               all from one seed r ~ P(c - 10), the last pair computed:
+ *                 b = c r,  e' = 1 - c b               (one FMA rounding)
+ *                 e_j = 1 - ((c + 4j)^2 - 1) r = e' + (1 - 16j^2) r - 8j b
+ *                 P_j = r (1 + e_j [+ e_j^2])     (j = +-1/2, +-3/2)
+ *               and P_{3/2} seeds the next step.  A seed's error enters the
+ *               next step only through e, so it does not build up.
+ *               Errors: b's rounding and e's add at most ~2^-53 to e, so
+ *               each P is within ~2 ulp of 1/(x^2-1) plus the truncation
+ *               |e|^(p+1), |e| <= 32/x, of one sign.  As the pairs are ~2/x^2,
+ *               over any range from x0 that is at most sum 2/x^2 * 2^-51
+ *               <= 2^-51 / (2 x0) for rounding, and 80 / x0^3 at order 1
+ *               (regions[]: order 2 below x = 2^24, so <= 2e-20, 1e-4 ulp
+ *               of pi in 4 S; a Newton step per term had 1e-17 bound).
+ *               Cost at order 1: 17 instructions per step of 4 vectors of
+ *               pairs (1 advance, b, e', 2 h, 4 e, 4 P, 4 adds): 4.25 per
+ *               16 terms, against 6.5 for a Newton step per term; the two
+ *               512-bit FMA ports run 2 a cycle.
  *   k > 2^52    scalar, as 2k - 1 is no longer exact (see leibniz.h).
  *
- * In the bulk loop, pair sums (~2/d^2) are summed plainly for BLK steps,
- * then added to the lane's running sum with TwoSum.  Lane sums and their
- * error terms end in one double-double, rounded once: the result is the
- * sum of the computed terms to within ~1e-20, so its error is the terms'.
+ * In the bulk loop, pair values are summed plainly for BLK steps, then
+ * added to the lane's running sum with TwoSum; the lane sums and error
+ * terms are doubled (exact) into one double-double, rounded once: the
+ * result is the sum of the computed pairs to within ~1e-20, so its error
+ * is theirs.  Unpaired terms at the ends of a range go to the direct or
+ * scalar code.
  */
 #include "leibniz.h"
 
@@ -118,9 +123,14 @@ static void scalar_sum(uint64_t a, uint64_t b, dd *acc) {
 /* Unroll the lane-group loops so each group's state stays in registers. */
 #define UNROLL _Pragma("GCC unroll 8")
 
+#ifndef U512
 #define U512 8 /* independent lane groups: enough to hide the FMA chains */
+#endif
+#ifndef U256
 #define U256 6 /* (only 16 ymm registers: some constants spill, harmlessly) */
+#endif
 #define BLK 64 /* steps summed locally before a TwoSum flush */
+#define G 4    /* pairs per step (per Newton seed); the loops assume 4 */
 
 /* acc += n lane sums s[i] with their error terms c[i]. */
 static void lanes_add(dd *acc, const double *s, const double *c, int n) {
@@ -131,13 +141,14 @@ static void lanes_add(dd *acc, const double *s, const double *c, int n) {
 }
 
 /* Starting values for w lanes beginning at k = a + stride * i (odd), for
- * steps of g terms: d0 = 2k - 1 - 2g (the first step adds 2g) and the
- * seed's denominator -(2k - 3), the term before the lane. */
-static void lane_start(uint64_t a, uint64_t stride, int w, int g, double *d0, double *seed) {
+ * steps of G pairs: the first pair's x = 2k, c0 = the centre of the step
+ * before the first, x + 2G - 2 - 4G (the first step adds 4G), and the
+ * seed, the value of the pair before the lane, 1 / ((x - 4)^2 - 1). */
+static void lane_start(uint64_t a, uint64_t stride, int w, double *c0, double *seed) {
     for (int i = 0; i < w; i++) {
-        uint64_t k = a + stride * (uint64_t)i;
-        d0[i] = denom(k) - 2.0 * g;
-        seed[i] = -denom(k - 1);
+        double x = (double)(2 * (a + stride * (uint64_t)i));
+        c0[i] = x - (2.0 * G + 2.0);
+        seed[i] = 1.0 / ((x - 4.0) * (x - 4.0) - 1.0);
     }
 }
 
@@ -150,24 +161,19 @@ static void direct_start(uint64_t a, int w, double *d, double *step) {
     }
 }
 
-/* Bulk regions, by first index: the step size g (2 or 4 terms per Newton
- * seed) and which of the g terms need order 2 (bit j for term j, whose
- * residual is |e_j| ~ 2(j+1)/d).  Order p is used where the worst |e_j| of
- * the region is at most 2^-54^(1/(p+1)), with margin for the seed's own
- * error.  Order 1 costs 3 instructions per vector of terms (residual,
- * value, add) plus 1 per step; order 2 one more. */
+/* Bulk regions, by first index, and the Newton order of their pairs: the
+ * neglected relative error of a pair is |e|^(order+1), |e| <= 8G / x (bounds
+ * at the top of the file).  Order 1 costs 17 instructions per step of G = 4
+ * vectors of pairs, order 2 four more. */
 static const struct region {
     uint64_t start;
-    int g, order2;
+    int order;
 } regions[] = {
-    {KH, 2, 0x3},                       /* d > 2^20: |e_1| < 2^-18, order 2 */
-    {((uint64_t)1 << 20) + 64, 4, 0xf}, /* d > 2^21: |e_3| < 2^-18, order 2 */
-    {((uint64_t)1 << 27) + 64, 2, 0x2}, /* d > 2^28: |e_0| < 2^-27          */
-    {((uint64_t)1 << 28) + 64, 2, 0x0}, /* d > 2^29: |e_1| < 2^-27, order 1 */
-    {((uint64_t)1 << 29) + 64, 4, 0x0}, /* d > 2^30: |e_3| < 2^-27, order 1 */
-    {KD + 1, 0, 0},
+    {KH, 2},                      /* x > 2^20: |e| < 2^-15, e^3 < 2^-45 */
+    {((uint64_t)1 << 23) + 64, 1}, /* x > 2^24: |e| < 2^-19, e^2 < 2^-38 */
+    {KD + 1, 0},
 };
-#define NREGIONS 5
+#define NREGIONS 2
 
 /* acc += terms a..b (b <= KD): 8 consecutive signed terms per vdivpd, each
  * into its lane's TwoSum accumulator; the rest on the scalar path. */
@@ -197,52 +203,51 @@ T512 static void direct512(uint64_t a, uint64_t b, dd *acc) {
     if (a <= b) scalar_sum(a, b, acc);
 }
 
-/* The bulk loop: U512 * 8 lanes, lane j summing the C * g terms from
- * k = a + C g j (a odd), g terms per step from one seed r = -1/(d-2):
- *   e_j = 1 + (d + 2j) r          (e_0 by FMA from d, the others from e_0)
- *   t_j = -r (1 + e_j [+ e_j^2])  for odd terms, r (1 + ...) for even ones
- * and t_{g-1}, the last (even) term, seeds the next step.  Always inlined
- * with constant g and order2, so each region gets its own loop. */
-INLINE T512 void bulk512_run(uint64_t a, uint64_t C, int g, int order2, dd *acc) {
-    const __m512d one = _mm512_set1_pd(1.0), step = _mm512_set1_pd(2.0 * g);
-    const __m512d two = _mm512_set1_pd(2.0), four = _mm512_set1_pd(4.0), six = _mm512_set1_pd(6.0);
-    __m512d d[U512], r[U512], s[U512], c[U512];
+/* The bulk loop: U512 * 8 lanes, lane i summing the G * C pairs from
+ * k = a + 2 G C i (a odd), G pairs per step around the centre c, all from
+ * one seed r ~ 1/(x^2 - 1), the last pair computed (see the top of the
+ * file).  Each pair's value is half its true value; the lane sums are
+ * doubled at the end.  Always inlined with a constant order, so each region
+ * gets its own loop. */
+INLINE T512 void bulk512_run(uint64_t a, uint64_t C, int order, dd *acc) {
+    const __m512d one = _mm512_set1_pd(1.0), step = _mm512_set1_pd(4.0 * G);
+    const __m512d k1 = _mm512_set1_pd(-3.0), k3 = _mm512_set1_pd(-35.0);
+    const __m512d four = _mm512_set1_pd(4.0), twelve = _mm512_set1_pd(12.0);
+    __m512d c[U512], r[U512], s[U512], cs[U512];
     UNROLL for (int u = 0; u < U512; u++) {
-        double d0[8], seed[8];
-        lane_start(a + C * g * 8 * (uint64_t)u, C * g, 8, g, d0, seed);
-        d[u] = _mm512_loadu_pd(d0);
-        r[u] = _mm512_div_pd(one, _mm512_loadu_pd(seed));
-        s[u] = c[u] = _mm512_setzero_pd();
+        double c0[8], seed[8];
+        lane_start(a + 2 * G * C * 8 * (uint64_t)u, 2 * G * C, 8, c0, seed);
+        c[u] = _mm512_loadu_pd(c0);
+        r[u] = _mm512_loadu_pd(seed);
+        s[u] = cs[u] = _mm512_setzero_pd();
     }
     for (uint64_t blk = 0; blk < C / BLK; blk++) {
         __m512d loc[U512];
         UNROLL for (int u = 0; u < U512; u++) loc[u] = _mm512_setzero_pd();
         for (int st = 0; st < BLK; st++) {
             UNROLL for (int u = 0; u < U512; u++) {
-                d[u] = _mm512_add_pd(d[u], step);
-                __m512d e0 = _mm512_fmadd_pd(d[u], r[u], one);
-                __m512d e1 = _mm512_fmadd_pd(two, r[u], e0);
-                __m512d e2 = e0, e3 = e0;
-                if (g == 4) {
-                    e2 = _mm512_fmadd_pd(four, r[u], e0);
-                    e3 = _mm512_fmadd_pd(six, r[u], e0);
+                c[u] = _mm512_add_pd(c[u], step);
+                __m512d b = _mm512_mul_pd(c[u], r[u]);
+                __m512d e = _mm512_fnmadd_pd(c[u], b, one); /* 1 - c^2 r */
+                __m512d h1 = _mm512_fmadd_pd(k1, r[u], e);
+                __m512d h3 = _mm512_fmadd_pd(k3, r[u], e);
+                __m512d e0 = _mm512_fmadd_pd(twelve, b, h3);  /* x = c - 6 */
+                __m512d e1 = _mm512_fmadd_pd(four, b, h1);    /* x = c - 2 */
+                __m512d e2 = _mm512_fnmadd_pd(four, b, h1);   /* x = c + 2 */
+                __m512d e3 = _mm512_fnmadd_pd(twelve, b, h3); /* x = c + 6 */
+                if (order == 2) {
+                    e0 = _mm512_fmadd_pd(e0, e0, e0);
+                    e1 = _mm512_fmadd_pd(e1, e1, e1);
+                    e2 = _mm512_fmadd_pd(e2, e2, e2);
+                    e3 = _mm512_fmadd_pd(e3, e3, e3);
                 }
-                if (order2 & 1) e0 = _mm512_fmadd_pd(e0, e0, e0);
-                if (order2 & 2) e1 = _mm512_fmadd_pd(e1, e1, e1);
-                __m512d t0 = _mm512_fnmsub_pd(r[u], e0, r[u]);
-                __m512d t1 = _mm512_fmadd_pd(r[u], e1, r[u]);
-                /* odd + even neighbours: an exact difference */
-                __m512d x = _mm512_add_pd(t0, t1), last = t1;
-                if (g == 4) {
-                    if (order2 & 4) e2 = _mm512_fmadd_pd(e2, e2, e2);
-                    if (order2 & 8) e3 = _mm512_fmadd_pd(e3, e3, e3);
-                    __m512d t2 = _mm512_fnmsub_pd(r[u], e2, r[u]);
-                    __m512d t3 = _mm512_fmadd_pd(r[u], e3, r[u]);
-                    x = _mm512_add_pd(x, _mm512_add_pd(t2, t3));
-                    last = t3;
-                }
-                loc[u] = _mm512_add_pd(loc[u], x);
-                r[u] = last; /* the last (even) term seeds the next step */
+                __m512d p0 = _mm512_fmadd_pd(r[u], e0, r[u]);
+                __m512d p1 = _mm512_fmadd_pd(r[u], e1, r[u]);
+                __m512d p2 = _mm512_fmadd_pd(r[u], e2, r[u]);
+                __m512d p3 = _mm512_fmadd_pd(r[u], e3, r[u]);
+                loc[u] = _mm512_add_pd(loc[u], _mm512_add_pd(_mm512_add_pd(p0, p1),
+                                                             _mm512_add_pd(p2, p3)));
+                r[u] = p3; /* the last pair seeds the next step */
             }
         }
         UNROLL for (int u = 0; u < U512; u++) { /* TwoSum(s, loc) */
@@ -250,14 +255,14 @@ INLINE T512 void bulk512_run(uint64_t a, uint64_t C, int g, int order2, dd *acc)
             __m512d bb = _mm512_sub_pd(hi, s[u]);
             __m512d err = _mm512_add_pd(_mm512_sub_pd(s[u], _mm512_sub_pd(hi, bb)),
                                         _mm512_sub_pd(loc[u], bb));
-            c[u] = _mm512_add_pd(c[u], err);
+            cs[u] = _mm512_add_pd(cs[u], err);
             s[u] = hi;
         }
     }
     UNROLL for (int u = 0; u < U512; u++) {
         double s0[8], c0[8];
-        _mm512_storeu_pd(s0, s[u]);
-        _mm512_storeu_pd(c0, c[u]);
+        _mm512_storeu_pd(s0, _mm512_add_pd(s[u], s[u])); /* exact doublings */
+        _mm512_storeu_pd(c0, _mm512_add_pd(cs[u], cs[u]));
         lanes_add(acc, s0, c0, 8);
     }
 }
@@ -265,17 +270,12 @@ INLINE T512 void bulk512_run(uint64_t a, uint64_t C, int g, int order2, dd *acc)
 /* acc += terms a..b, a odd, all in bulk region `reg`; whole blocks go to
  * the bulk loop, the rest to direct512. */
 T512 static void bulk512(uint64_t a, uint64_t b, int reg, dd *acc) {
-    const uint64_t g = (uint64_t)regions[reg].g, lanes = 8 * U512;
-    uint64_t C = (b - a + 1) / (g * lanes * BLK) * BLK;
+    const uint64_t per = 2 * G * 8 * U512; /* terms per step, all lanes */
+    uint64_t C = (b - a + 1) / (per * BLK) * BLK;
     if (C) {
-        switch (reg) {
-        case 0: bulk512_run(a, C, 2, 0x3, acc); break;
-        case 1: bulk512_run(a, C, 4, 0xf, acc); break;
-        case 2: bulk512_run(a, C, 2, 0x2, acc); break;
-        case 3: bulk512_run(a, C, 2, 0x0, acc); break;
-        default: bulk512_run(a, C, 4, 0x0, acc); break;
-        }
-        a += g * lanes * C;
+        if (regions[reg].order == 2) bulk512_run(a, C, 2, acc);
+        else bulk512_run(a, C, 1, acc);
+        a += per * C;
     }
     if (a <= b) direct512(a, b, acc);
 }
@@ -307,77 +307,80 @@ T256 static void direct256(uint64_t a, uint64_t b, dd *acc) {
     if (a <= b) scalar_sum(a, b, acc);
 }
 
-INLINE T256 void bulk256_run(uint64_t a, uint64_t C, int g, int order2, dd *acc) {
-    const __m256d one = _mm256_set1_pd(1.0), step = _mm256_set1_pd(2.0 * g);
-    const __m256d two = _mm256_set1_pd(2.0), four = _mm256_set1_pd(4.0), six = _mm256_set1_pd(6.0);
-    __m256d d[U256], r[U256], s[U256], c[U256];
+
+/* The bulk loop: U256 * 4 lanes, lane i summing the G * C pairs from
+ * k = a + 2 G C i (a odd), G pairs per step around the centre c, all from
+ * one seed r ~ 1/(x^2 - 1), the last pair computed (see the top of the
+ * file).  Each pair's value is half its true value; the lane sums are
+ * doubled at the end.  Always inlined with a constant order, so each region
+ * gets its own loop. */
+INLINE T256 void bulk256_run(uint64_t a, uint64_t C, int order, dd *acc) {
+    const __m256d one = _mm256_set1_pd(1.0), step = _mm256_set1_pd(4.0 * G);
+    const __m256d k1 = _mm256_set1_pd(-3.0), k3 = _mm256_set1_pd(-35.0);
+    const __m256d four = _mm256_set1_pd(4.0), twelve = _mm256_set1_pd(12.0);
+    __m256d c[U256], r[U256], s[U256], cs[U256];
     UNROLL for (int u = 0; u < U256; u++) {
-        double d0[4], seed[4];
-        lane_start(a + C * g * 4 * (uint64_t)u, C * g, 4, g, d0, seed);
-        d[u] = _mm256_loadu_pd(d0);
-        r[u] = _mm256_div_pd(one, _mm256_loadu_pd(seed));
-        s[u] = c[u] = _mm256_setzero_pd();
+        double c0[4], seed[4];
+        lane_start(a + 2 * G * C * 4 * (uint64_t)u, 2 * G * C, 4, c0, seed);
+        c[u] = _mm256_loadu_pd(c0);
+        r[u] = _mm256_loadu_pd(seed);
+        s[u] = cs[u] = _mm256_setzero_pd();
     }
     for (uint64_t blk = 0; blk < C / BLK; blk++) {
         __m256d loc[U256];
         UNROLL for (int u = 0; u < U256; u++) loc[u] = _mm256_setzero_pd();
         for (int st = 0; st < BLK; st++) {
             UNROLL for (int u = 0; u < U256; u++) {
-                d[u] = _mm256_add_pd(d[u], step);
-                __m256d e0 = _mm256_fmadd_pd(d[u], r[u], one);
-                __m256d e1 = _mm256_fmadd_pd(two, r[u], e0);
-                __m256d e2 = e0, e3 = e0;
-                if (g == 4) {
-                    e2 = _mm256_fmadd_pd(four, r[u], e0);
-                    e3 = _mm256_fmadd_pd(six, r[u], e0);
+                c[u] = _mm256_add_pd(c[u], step);
+                __m256d b = _mm256_mul_pd(c[u], r[u]);
+                __m256d e = _mm256_fnmadd_pd(c[u], b, one); /* 1 - c^2 r */
+                __m256d h1 = _mm256_fmadd_pd(k1, r[u], e);
+                __m256d h3 = _mm256_fmadd_pd(k3, r[u], e);
+                __m256d e0 = _mm256_fmadd_pd(twelve, b, h3);  /* x = c - 6 */
+                __m256d e1 = _mm256_fmadd_pd(four, b, h1);    /* x = c - 2 */
+                __m256d e2 = _mm256_fnmadd_pd(four, b, h1);   /* x = c + 2 */
+                __m256d e3 = _mm256_fnmadd_pd(twelve, b, h3); /* x = c + 6 */
+                if (order == 2) {
+                    e0 = _mm256_fmadd_pd(e0, e0, e0);
+                    e1 = _mm256_fmadd_pd(e1, e1, e1);
+                    e2 = _mm256_fmadd_pd(e2, e2, e2);
+                    e3 = _mm256_fmadd_pd(e3, e3, e3);
                 }
-                if (order2 & 1) e0 = _mm256_fmadd_pd(e0, e0, e0);
-                if (order2 & 2) e1 = _mm256_fmadd_pd(e1, e1, e1);
-                __m256d t0 = _mm256_fnmsub_pd(r[u], e0, r[u]);
-                __m256d t1 = _mm256_fmadd_pd(r[u], e1, r[u]);
-                /* odd + even neighbours: an exact difference */
-                __m256d x = _mm256_add_pd(t0, t1), last = t1;
-                if (g == 4) {
-                    if (order2 & 4) e2 = _mm256_fmadd_pd(e2, e2, e2);
-                    if (order2 & 8) e3 = _mm256_fmadd_pd(e3, e3, e3);
-                    __m256d t2 = _mm256_fnmsub_pd(r[u], e2, r[u]);
-                    __m256d t3 = _mm256_fmadd_pd(r[u], e3, r[u]);
-                    x = _mm256_add_pd(x, _mm256_add_pd(t2, t3));
-                    last = t3;
-                }
-                loc[u] = _mm256_add_pd(loc[u], x);
-                r[u] = last; /* the last (even) term seeds the next step */
+                __m256d p0 = _mm256_fmadd_pd(r[u], e0, r[u]);
+                __m256d p1 = _mm256_fmadd_pd(r[u], e1, r[u]);
+                __m256d p2 = _mm256_fmadd_pd(r[u], e2, r[u]);
+                __m256d p3 = _mm256_fmadd_pd(r[u], e3, r[u]);
+                loc[u] = _mm256_add_pd(loc[u], _mm256_add_pd(_mm256_add_pd(p0, p1),
+                                                             _mm256_add_pd(p2, p3)));
+                r[u] = p3; /* the last pair seeds the next step */
             }
         }
-        UNROLL for (int u = 0; u < U256; u++) {
+        UNROLL for (int u = 0; u < U256; u++) { /* TwoSum(s, loc) */
             __m256d hi = _mm256_add_pd(s[u], loc[u]);
             __m256d bb = _mm256_sub_pd(hi, s[u]);
             __m256d err = _mm256_add_pd(_mm256_sub_pd(s[u], _mm256_sub_pd(hi, bb)),
                                         _mm256_sub_pd(loc[u], bb));
-            c[u] = _mm256_add_pd(c[u], err);
+            cs[u] = _mm256_add_pd(cs[u], err);
             s[u] = hi;
         }
     }
     UNROLL for (int u = 0; u < U256; u++) {
         double s0[4], c0[4];
-        _mm256_storeu_pd(s0, s[u]);
-        _mm256_storeu_pd(c0, c[u]);
+        _mm256_storeu_pd(s0, _mm256_add_pd(s[u], s[u])); /* exact doublings */
+        _mm256_storeu_pd(c0, _mm256_add_pd(cs[u], cs[u]));
         lanes_add(acc, s0, c0, 4);
     }
 }
 
+/* acc += terms a..b, a odd, all in bulk region `reg`; whole blocks go to
+ * the bulk loop, the rest to direct256. */
 T256 static void bulk256(uint64_t a, uint64_t b, int reg, dd *acc) {
-    const uint64_t g = (uint64_t)regions[reg].g, lanes = 4 * U256;
-    uint64_t C = (b - a + 1) / (g * lanes * BLK) * BLK;
+    const uint64_t per = 2 * G * 4 * U256; /* terms per step, all lanes */
+    uint64_t C = (b - a + 1) / (per * BLK) * BLK;
     if (C) {
-        switch (reg) {
-        case 0: bulk256_run(a, C, 2, 0x3, acc); break;
-        case 1: bulk256_run(a, C, 4, 0xf, acc); break;
-        case 2: bulk256_run(a, C, 2, 0x2, acc); break;
-        case 3: bulk256_run(a, C, 2, 0x0, acc); break;
-        default: bulk256_run(a, C, 4, 0x0, acc); break;
-        }
-        a += g * lanes * C;
+        if (regions[reg].order == 2) bulk256_run(a, C, 2, acc);
+        else bulk256_run(a, C, 1, acc);
+        a += per * C;
     }
     if (a <= b) direct256(a, b, acc);
 }
