@@ -47,6 +47,17 @@ end
 
 local function scale(n) return opts.quick and math.max(1, n // 10) or n end
 
+-- Measure luamp and the C baseline in alternating rounds, so both see the
+-- same machine, and return the two medians.
+local function side_by_side(rounds, luamp_fn, c_args)
+  local lv, cv = {}, {}
+  for r = 1, rounds do
+    lv[r] = luamp_fn()
+    cv[r] = num(baseline .. " " .. c_args)
+  end
+  return median(lv), median(cv)
+end
+
 local rows = {}
 local function row(section, what, value, unit, base, base_name, ratio, target)
   rows[#rows + 1] = {section = section, what = what, value = value, unit = unit,
@@ -100,19 +111,10 @@ end
 
 if want("startjoin") then
   -- rounds alternate luamp and the C floor so both see the same machine
-  local lv, cv = {}, {}
-  for r = 1, 5 do
-    lv[r] = luamp_startjoin(scale(200))
-    cv[r] = num(baseline .. " forkwait " .. scale(200))
-  end
-  local l, c = median(lv), median(cv)
+  local l, c = side_by_side(5, function() return luamp_startjoin(scale(200)) end, "forkwait " .. scale(200))
   row("start+join", "1 process, empty target (fork)", l, "us", c, "C fork+waitpid", l / c, "<= 1.5x C")
-  local lb, cb = {}, {}
-  for r = 1, 3 do
-    lb[r] = luamp_batch(scale(10), 100)
-    cb[r] = num(baseline .. " forkbatch " .. scale(10) .. " 100")
-  end
-  local l2, c2 = median(lb), median(cb)
+  local l2, c2 = side_by_side(3, function() return luamp_batch(scale(10), 100) end,
+    "forkbatch " .. scale(10) .. " 100")
   row("start+join", "batch of 100, per process (fork)", l2, "us", c2, "C fork+waitpid", l2 / c2, "<= 1.5x C")
   if python then
     local targets = {fork = "<= 0.067x (15x faster)", forkserver = "<= 0.0125x (80x faster)",
@@ -159,12 +161,7 @@ local function luamp_firstof8(n)
 end
 
 if want("firstof8") then
-  local lv, cv = {}, {}
-  for r = 1, 3 do
-    lv[r] = luamp_firstof8(scale(40))
-    cv[r] = num(baseline .. " firstof8 " .. scale(40))
-  end
-  local l, c = median(lv), median(cv)
+  local l, c = side_by_side(3, function() return luamp_firstof8(scale(40)) end, "firstof8 " .. scale(40))
   row("first of 8", "process.wait notices the first exit", l, "us", c, "C poll on pidfds", l / c, "<= 1.2x C")
   if python then
     local py = num(python .. " firstof8 " .. scale(40))
@@ -304,19 +301,9 @@ local function luamp_pipecopy(mb)
 end
 
 if want("pipe") then
-  local lv, cv = {}, {}
-  for r = 1, 5 do
-    lv[r] = luamp_pingpong(scale(2000))
-    cv[r] = num(baseline .. " pingpong " .. scale(2000))
-  end
-  local l, c = median(lv), median(cv)
+  local l, c = side_by_side(5, function() return luamp_pingpong(scale(2000)) end, "pingpong " .. scale(2000))
   row("Pipe", "ping-pong round trip (small value)", l, "us", c, "C pipe ping-pong", l / c, "<= 1.5x C")
-  local lt, ct = {}, {}
-  for r = 1, 3 do
-    lt[r] = luamp_pipecopy(scale(500))
-    ct[r] = num(baseline .. " pipecopy " .. scale(500))
-  end
-  local l2, c2 = median(lt), median(ct)
+  local l2, c2 = side_by_side(3, function() return luamp_pipecopy(scale(500)) end, "pipecopy " .. scale(500))
   row("Pipe", "child to parent, 1 MB messages", l2, "MB/s", c2, "C pipe copy", l2 / c2, "")
 end
 
