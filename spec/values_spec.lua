@@ -51,6 +51,19 @@ describe("results", function()
     assert.has_error(function() p:result() end, "process ended with exitcode -SIGKILL before returning")
   end)
 
+  it("reports a large result lost when the child has no descriptor left for it", function()
+    local out, err, code = H.run("prlimit --nofile=64:64 " .. H.luamp .. " spec/fixtures/result_emfile.lua child")
+    assert.equal(0, code, err)
+    assert.equal("1\tresult: Too many open files\tfalse\tresult: Too many open files\n", out)
+  end)
+
+  it("reports a large result lost when the parent has no descriptor left for it", function()
+    local out, err, code = H.run("prlimit --nofile=64:64 " .. H.luamp .. " spec/fixtures/result_emfile.lua parent")
+    assert.equal(0, code, err)
+    assert.matches("^0\tnil\tfalse\t[^\n]*process ended with exitcode 0 and its result was lost " ..
+      "%(collecting it failed: Too many open files%)\n$", out)
+  end)
+
   for _, how in ipairs{"join", "wait", "is_alive"} do
     it("brings back a 100 MB result without deadlock, waiting with " .. how, function()
       local p = process.Process{target = function() return string.rep("r", 100 * 1024 * 1024), 7 end}

@@ -462,9 +462,11 @@ local function finish(self, ok, ...)
   end
   local code = 0
   if err ~= nil then
-    io.stderr:write(fmt("Process %s:\n%s\n", rawget(self, "_name"), tostring(err)))
+    err = tostring(err)
+    io.stderr:write(fmt("Process %s:\n%s\n", rawget(self, "_name"), err))
     io.stderr:flush()
-    pcall(core.send_result, "E", tostring(err))
+    -- kept short enough to go inline: it cannot fail for want of a memfd
+    pcall(core.send_result, "E", err:sub(1, 4096))
     code = 1
   end
   core.exit(code)

@@ -152,7 +152,12 @@ void lmp_reg_shutdown_all(void) {
  * and lmp_reg_after_fork reset it). */
 static pid_t self_pid;
 
-static void forget_self(void) { self_pid = 0; }
+/* In any forked child: the pid changed, and a lock another thread held
+ * at fork will never be released here. */
+static void forget_self(void) {
+    self_pid = 0;
+    pthread_mutex_init(&regs_lock, NULL);
+}
 
 static pid_t self(void) {
     if (!self_pid) self_pid = getpid();
@@ -233,7 +238,7 @@ static int reap(lmp_child *c) {
      * failure leaves the result empty or cut short, which the binding
      * reports as a lost result. */
     if (c->result_fd >= 0) {
-        lmp_result_collect(c->result_fd, &c->result);
+        c->result_err = lmp_result_collect(c->result_fd, &c->result);
         lmp_fd_close(c->result_fd);
         c->result_fd = -1;
     }

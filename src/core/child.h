@@ -40,6 +40,7 @@ struct lmp_child {
     unsigned is_pidfd : 1;
     unsigned has_ud : 1;  /* a Lua userdata still refers to it */
     lmp_buf result;       /* what the child sent, once it ended */
+    int result_err;       /* 0, or -errno: collecting it failed */
     lmp_reg *reg;         /* NULL once detached */
     lmp_child *prev, *next;
 };

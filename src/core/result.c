@@ -62,7 +62,13 @@ static int send_memfd(int fd, const char *p, size_t n) {
 }
 
 int lmp_result_send(int fd, const void *p, size_t n) {
-    if (n > LMP_RESULT_INLINE) return send_memfd(fd, p, n);
+    /* Inline only what the socket buffer surely holds (some systems set
+     * small defaults): the parent reads only after the child has ended. */
+    int sndbuf = 0;
+    socklen_t len = sizeof sndbuf;
+    if (getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, &len) < 0) sndbuf = 0;
+    size_t room = (size_t)(sndbuf > 0 ? sndbuf : 0) / 4;
+    if (n + 1 > room || n > LMP_RESULT_INLINE) return send_memfd(fd, p, n);
     int rc = send_all(fd, "I", 1);
     return rc ? rc : send_all(fd, p, n);
 }
@@ -98,7 +104,8 @@ int lmp_result_collect(int fd, lmp_buf *out) {
         if (r < 0 && errno == EINTR) continue;
         if (r < 0 && errno == EAGAIN) return 0; /* the writer is gone but a copy of its end lives on */
         if (r < 0) return -errno;
-        if (r == 0) return 0;
+        if (r == 0) return mode == 0 && !first ? -EPROTO : 0; /* 'M' without its memfd */
+        if (m.msg_flags & MSG_CTRUNC) return -EMFILE; /* no slot: the kernel dropped the memfd */
         for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
             if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
             int mfd;
@@ -112,6 +119,7 @@ int lmp_result_collect(int fd, lmp_buf *out) {
             first = 0;
             if (chunk[0] != 'I' && chunk[0] != 'M') return -EPROTO;
             if (chunk[0] == 'I') mode = 'I';
+            else if (mode != 'M') return -EPROTO; /* 'M' without its memfd */
             continue;
         }
         if (mode != 'I') return -EPROTO; /* bytes after a memfd */

@@ -17,7 +17,8 @@
 
 #include "buf.h"
 
-/* Payloads up to this size go inline (well under any socket buffer). */
+/* Payloads up to this size go inline (and never more than a quarter of
+ * the socket's send buffer). */
 #define LMP_RESULT_INLINE 32768
 
 /* Child: send the n bytes at p on fd.  0 or -errno (-EPIPE: the parent
@@ -25,8 +26,9 @@
 int lmp_result_send(int fd, const void *p, size_t n);
 
 /* Parent, once the child has ended: append what the child sent on fd (a
- * non-blocking descriptor) to out.  0 or -errno; an empty out means the
- * child sent nothing. */
+ * non-blocking descriptor) to out.  0 (an empty out: the child sent
+ * nothing) or -errno: -EMFILE when no descriptor slot was free for the
+ * memfd, -EPROTO for a malformed message, -ENOMEM; out is then partial. */
 int lmp_result_collect(int fd, lmp_buf *out);
 
 #endif

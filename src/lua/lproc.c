@@ -116,6 +116,12 @@ static int pop_sentinel(lua_State *L) {
 static int pop_take_result(lua_State *L) {
     lmp_child *c = checkchild(L, 1);
     if (!c->ended) return luaL_error(L, "process has not finished");
+    if (c->result_err) {
+        lmp_buf_free(&c->result);
+        lua_pushliteral(L, "X");
+        lua_pushfstring(L, "collecting it failed: %s", strerror(-c->result_err));
+        return 2;
+    }
     if (c->result.len == 0) return 0;
     const char *kind = c->result.data[0] == 'E' ? "E" : "R";
     if (c->result.data[0] != 'E' && c->result.data[0] != 'R') {
@@ -260,7 +266,8 @@ static int core_send_result(lua_State *L) {
     lmp_buf_append(b, kind[0] == 'E' ? "E" : "R", 1);
     lmp_lencode(L, 2, b, "result", 0);
     int rc = lmp_result_send(me.result_w, b->data, b->len);
-    if (rc < 0) return lmp_pushoserror(L, "result", -rc);
+    /* raise: the child's finish() turns it into its error (sent inline) */
+    if (rc < 0 && rc != -EPIPE) return luaL_error(L, "result: %s", strerror(-rc));
     lmp_buf_free(b);
     lua_pushboolean(L, 1);
     return 1;
