@@ -48,7 +48,6 @@ static int parent_pidfd = -1;
 /* A child's copy of the record its parent was filling when it forked. */
 static lmp_child *volatile inherited_record;
 
-#define opt_timeout(L, arg) lmp_opttimeout(L, arg, -1)
 
 static lmp_child *checkchild(lua_State *L, int idx) {
     Popen *p = luaL_checkudata(L, idx, POPEN);
@@ -79,7 +78,7 @@ static int pop_poll(lua_State *L) {
 /* popen:wait([timeout]) -> exitcode | nil on timeout */
 static int pop_wait(lua_State *L) {
     lmp_child *c = checkchild(L, 1);
-    double t = opt_timeout(L, 2);
+    double t = lmp_opttimeout(L, 2, -1);
     return push_status(L, c, lmp_child_wait(c, t), "join");
 }
 
@@ -207,7 +206,7 @@ static int core_start(lua_State *L) {
  * descriptors or Popen userdata (their sentinels). */
 static int core_wait(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
-    double timeout = opt_timeout(L, 2);
+    double timeout = lmp_opttimeout(L, 2, -1);
     lua_Integer n = luaL_len(L, 1);
     if (n > 4096) return luaL_error(L, "too many objects to wait on");
     struct pollfd *pf = lua_newuserdatauv(L, sizeof *pf * (size_t)(n + 1), 0);
