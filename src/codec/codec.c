@@ -3,9 +3,10 @@
  * format); decode.c holds the other half.
  *
  * Uses: Lua's C API (raw access only) and lmp_buf.  Must never: call a
- * metamethod or any Lua code, hold malloc'd memory of its own across a call
- * that may raise (all scratch state lives on the Lua stack or the C stack),
- * or recurse deeper than LMP_CODEC_MAXDEPTH.
+ * metamethod or any Lua code other than the caller's userdata hook, hold
+ * malloc'd memory of its own across a call that may raise (all scratch state
+ * lives on the Lua stack or the C stack), or recurse deeper than
+ * LMP_CODEC_MAXDEPTH.
  */
 #include "codec/codec.h"
 
@@ -18,7 +19,7 @@
 /* One step of the path from the root to the value being encoded.  Only
  * what is needed to print it is kept; it is rendered on error only, so the
  * happy path never builds strings. */
-enum { SEG_KEYAT, SEG_KEYOF, SEG_UPVAL };
+enum { SEG_KEYAT, SEG_KEYOF, SEG_UPVAL, SEG_STANDIN };
 typedef struct seg {
     int kind;
     int idx;          /* SEG_KEYAT: stack index of the key */
@@ -32,12 +33,15 @@ typedef struct enc {
     const char *root;
     int flags;
     int depth;
+    const lmp_codec_hooks *h; /* NULL: userdata refused */
     /* Stack slots, nil until first needed so that a scalar message costs
      * no table allocation:
-     *   seen   table/Lua function -> id (1, 2, ...); the global table -> 0
+     *   seen   table/Lua function/userdata -> id (1, 2, ...); the global
+     *          table -> 0; a userdata whose stand-in is being encoded -> -id
      *   upvals lua_upvalueid -> id * 256 + upvalue number
-     *   cfuncs C function -> "module\0field" (reverse package.loaded) */
-    int seen, upvals, cfuncs;
+     *   cfuncs C function -> "module\0field" (reverse package.loaded)
+     *   mods   table -> its name in package.loaded (LMP_CODEC_FUNCTIONS) */
+    int seen, upvals, cfuncs, mods;
     lua_Integer nextid;
     int nseg;
     seg path[LMP_CODEC_MAXDEPTH + 1];
@@ -148,6 +152,9 @@ static void enc_fail(enc *e, const char *what) {
                 lua_pushfstring(L, "<upvalue %I>", (LUAI_UACINT)s->n);
             luaL_addvalue(&B);
             break;
+        case SEG_STANDIN:
+            luaL_addstring(&B, "<stand-in>");
+            break;
         }
     }
     luaL_addstring(&B, ": ");
@@ -226,10 +233,10 @@ static void need_table(enc *e, int slot) {
     lua_replace(e->L, slot);
 }
 
-/* For a table or Lua function at idx: if it was met before, write a REF
- * (or the GLOBALS marker) and return 1; otherwise give it the next id and
- * return 0.  Ids are given in pre-order, the order the decoder meets the
- * TABLE/LFUNC tags. */
+/* For a table, Lua function or userdata at idx: if it was met before, write
+ * a REF (or the GLOBALS marker) and return 1; otherwise give it the next id
+ * and return 0.  Ids are given in pre-order, the order the decoder meets
+ * the TABLE/LFUNC/MODULE/UDATA tags. */
 static int seen_before(enc *e, int idx) {
     lua_State *L = e->L;
     if (lua_type(L, e->seen) != LUA_TTABLE) {
@@ -246,6 +253,8 @@ static int seen_before(enc *e, int idx) {
         lua_pop(L, 1);
         if (id == 0) {
             put_byte(e, LMP_TAG_GLOBALS);
+        } else if (id < 0) { /* the decoder could not resolve it */
+            enc_fail(e, "cannot send a userdata inside its own stand-in");
         } else {
             put_byte(e, LMP_TAG_REF);
             put_varint(e, (uint64_t)id);
@@ -272,6 +281,61 @@ static void enter(enc *e) {
     }
 }
 
+/* Build the reverse map table -> name from package.loaded.  Names other
+ * than "_G" win (the global table itself never gets here: it is the
+ * GLOBALS marker); among those, whichever lua_next meets first. */
+static void build_mods(enc *e) {
+    lua_State *L = e->L;
+    luaL_checkstack(L, 8, "codec");
+    need_table(e, e->mods);
+    if (lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        return;
+    }
+    int loaded = lua_gettop(L);
+    for (int pass = 0; pass < 2; pass++) {
+        lua_pushnil(L);
+        while (lua_next(L, loaded)) { /* loaded+1 = name, +2 = module */
+            if (lua_type(L, loaded + 1) == LUA_TSTRING &&
+                lua_type(L, loaded + 2) == LUA_TTABLE) {
+                size_t len;
+                const char *name = lua_tolstring(L, loaded + 1, &len);
+                int is_g = len == 2 && memcmp(name, "_G", 2) == 0;
+                if (is_g == pass) {
+                    lua_pushvalue(L, loaded + 2);
+                    if (lua_rawget(L, e->mods) == LUA_TNIL) {
+                        lua_pushvalue(L, loaded + 2);
+                        lua_pushvalue(L, loaded + 1);
+                        lua_rawset(L, e->mods);
+                    }
+                    lua_pop(L, 1);
+                }
+            }
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);
+}
+
+/* The table at t (just given an id) as MODULE name if package.loaded
+ * holds it; returns 0 if it does not. */
+static int enc_module(enc *e, int t) {
+    lua_State *L = e->L;
+    size_t len;
+    if (lua_type(L, e->mods) != LUA_TTABLE) build_mods(e);
+    lua_pushvalue(L, t);
+    if (lua_rawget(L, e->mods) != LUA_TSTRING) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    const char *name = lua_tolstring(L, -1, &len);
+    put_byte(e, LMP_TAG_MODULE);
+    put_varint(e, len);
+    put_bytes(e, name, len);
+    lua_pop(L, 1);
+    return 1;
+}
+
 /* One lua_next pass.  Lua walks the array part first, in order, so the
  * items t[1], t[2], ... come out as bare values (their key is implied: the
  * count of bare values so far, plus one); every other entry is written as
@@ -280,6 +344,7 @@ static void enter(enc *e) {
 static void enc_table(enc *e, int t) {
     lua_State *L = e->L;
     if (seen_before(e, t)) return;
+    if ((e->flags & LMP_CODEC_FUNCTIONS) && enc_module(e, t)) return;
     enter(e);
     put_byte(e, LMP_TAG_TABLE);
     size_t hpos = put_u32_later(e);
@@ -400,10 +465,11 @@ static void enc_cfunction(enc *e, int f) {
     lua_pop(L, 1);
 }
 
-/* A Lua function: its bytecode, then its upvalues.  An upvalue cell already
- * sent with another closure becomes an UPJOIN to that closure's upvalue,
- * registered before the value is encoded so that closures reachable from
- * the value itself join it too. */
+/* A Lua function: its bytecode, then its upvalues.  An upvalue named _ENV
+ * is the GLOBALS marker, whatever it holds, and is never registered for
+ * joining.  An upvalue cell already sent with another closure becomes an
+ * UPJOIN to that closure's upvalue, registered before the value is encoded
+ * so that closures reachable from the value itself join it too. */
 static void enc_function(enc *e, int f) {
     lua_State *L = e->L;
     lua_Debug ar;
@@ -431,10 +497,17 @@ static void enc_function(enc *e, int f) {
     seg *s = &e->path[e->nseg++];
     s->kind = SEG_UPVAL;
     for (int i = 1; i <= ar.nups; i++) {
+        s->name = lua_getupvalue(L, f, i); /* value at top */
+        s->n = i;
+        if (s->name && strcmp(s->name, "_ENV") == 0) {
+            lua_settop(L, top - 1);
+            put_byte(e, LMP_TAG_GLOBALS);
+            continue;
+        }
         void *cell = lua_upvalueid(L, f, i);
         if (lua_rawgetp(L, e->upvals, cell) == LUA_TNUMBER) {
             lua_Integer j = lua_tointeger(L, -1);
-            lua_pop(L, 1);
+            lua_settop(L, top - 1);
             put_byte(e, LMP_TAG_UPJOIN);
             put_varint(e, (uint64_t)(j >> 8));
             put_byte(e, (unsigned)(j & 0xff));
@@ -443,12 +516,45 @@ static void enc_function(enc *e, int f) {
         lua_pop(L, 1);
         lua_pushinteger(L, fid * 256 + i);
         lua_rawsetp(L, e->upvals, cell);
-        s->name = lua_getupvalue(L, f, i);
-        s->n = i;
         enc_value(e, top);
         lua_settop(L, top - 1);
     }
     e->nseg--;
+    e->depth--;
+}
+
+/* A full userdata the hook accepts: UDATA, then the stand-in the hook
+ * pushed.  Its id is taken before the hook runs (a refusal raises, so it
+ * never shows); while the stand-in is encoded the id is stored negated so
+ * that meeting the userdata again inside it is refused. */
+static void enc_udata(enc *e, int u) {
+    lua_State *L = e->L;
+    if (seen_before(e, u)) return;
+    lua_Integer id = e->nextid;
+    enter(e);
+    int top = lua_gettop(L);
+    int r = e->h->encode_udata(L, u, e->h->ud);
+    int pushed = lua_gettop(L) - top;
+    if (r == 0 || pushed != 1) {
+        char what[64];
+        lua_settop(L, top);
+        if (r == 0) enc_fail(e, "cannot send a userdata");
+        snprintf(what, sizeof what, "userdata hook pushed %d values, not 1",
+                 pushed);
+        enc_fail(e, what);
+    }
+    lua_pushvalue(L, u);
+    lua_pushinteger(L, -id);
+    lua_rawset(L, e->seen);
+    put_byte(e, LMP_TAG_UDATA);
+    seg *s = &e->path[e->nseg++];
+    s->kind = SEG_STANDIN;
+    enc_value(e, top + 1);
+    e->nseg--;
+    lua_pushvalue(L, u);
+    lua_pushinteger(L, id);
+    lua_rawset(L, e->seen);
+    lua_settop(L, top);
     e->depth--;
 }
 
@@ -499,6 +605,12 @@ static void enc_value(enc *e, int idx) {
     case LUA_TFUNCTION:
         enc_function(e, idx);
         break;
+    case LUA_TUSERDATA: /* full userdata only; light ones fall through */
+        if (e->h && e->h->encode_udata) {
+            enc_udata(e, idx);
+            break;
+        }
+        /* fall through */
     default: { /* userdata (full and light), thread */
         char what[64];
         snprintf(what, sizeof what, "cannot send a %s", luaL_typename(L, idx));
@@ -509,6 +621,12 @@ static void enc_value(enc *e, int idx) {
 
 void lmp_codec_encode(lua_State *L, int idx, lmp_buf *b, const char *root,
                       int flags) {
+    lmp_codec_encode_hooks(L, idx, b, root, flags, NULL);
+}
+
+void lmp_codec_encode_hooks(lua_State *L, int idx, lmp_buf *b,
+                            const char *root, int flags,
+                            const lmp_codec_hooks *h) {
     enc e;
     idx = lua_absindex(L, idx);
     luaL_checkstack(L, 16, "codec");
@@ -516,6 +634,7 @@ void lmp_codec_encode(lua_State *L, int idx, lmp_buf *b, const char *root,
     e.b = b;
     e.root = root ? root : "value";
     e.flags = flags;
+    e.h = h;
     e.depth = 0;
     e.nextid = 0;
     e.nseg = 0;
@@ -523,9 +642,11 @@ void lmp_codec_encode(lua_State *L, int idx, lmp_buf *b, const char *root,
     lua_pushnil(L);
     lua_pushnil(L);
     lua_pushnil(L);
+    lua_pushnil(L);
     e.seen = base + 1;
     e.upvals = base + 2;
     e.cfuncs = base + 3;
+    e.mods = base + 4;
     put_byte(&e, LMP_CODEC_MAGIC);
     enc_value(&e, idx);
     lua_settop(L, base);

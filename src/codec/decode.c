@@ -5,9 +5,11 @@
  * Uses: Lua's C API (raw access only).  Must never: believe a length or a
  * count before comparing it with the bytes actually left, raise for
  * malformed input (every check returns -1 with a message in d->err), recurse
- * deeper than LMP_CODEC_MAXDEPTH, or load bytecode without
- * LMP_CODEC_FUNCTIONS.  On failure the partial value is simply dropped with
- * lua_settop; the garbage collector takes care of it.
+ * deeper than LMP_CODEC_MAXDEPTH, load bytecode without
+ * LMP_CODEC_FUNCTIONS, or accept a userdata without a decode hook.  On
+ * failure the partial value is simply dropped with lua_settop; the garbage
+ * collector takes care of it.  Hooks and require are the only foreign code
+ * it runs.
  */
 #include "codec/codec.h"
 
@@ -27,7 +29,11 @@ typedef struct dec {
     const unsigned char *start, *p, *end;
     int flags;
     int depth;
-    int refs; /* stack slot: id -> table/Lua function; nil until needed */
+    const lmp_codec_hooks *h; /* NULL: userdata refused */
+    /* Stack slot: id -> table/Lua function/module/rebuilt userdata; nil
+     * until needed.  A userdata whose stand-in is being decoded maps to the
+     * refs table itself, which never escapes, so a REF to it is caught. */
+    int refs;
     lua_Integer nref;
     char err[200];
 } dec;
@@ -126,6 +132,10 @@ static int get_ref(dec *d, size_t at) {
         return fail(d, "bad reference %llu at byte %zu (%lld defined so far)",
                     (unsigned long long)id, at, (long long)d->nref);
     lua_rawgeti(d->L, d->refs, (lua_Integer)id);
+    if (lua_rawequal(d->L, -1, d->refs))
+        return fail(d, "reference %llu at byte %zu to a userdata whose "
+                       "stand-in is still being decoded",
+                    (unsigned long long)id, at);
     return 0;
 }
 
@@ -251,6 +261,93 @@ static int dec_lfunc(dec *d) {
     return 0;
 }
 
+/* Push package.loaded[mod], calling the global require(mod) protected if it
+ * is nil; or fail with "cannot load module 'mod': why". */
+static int load_module(dec *d, const char *mod, size_t mlen) {
+    lua_State *L = d->L;
+    int sm = mlen > 60 ? 60 : (int)mlen;
+    if (lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE) == LUA_TTABLE) {
+        lua_pushlstring(L, mod, mlen);
+        lua_rawget(L, -2);
+    } else {
+        lua_pushnil(L);
+    }
+    lua_remove(L, -2);
+    if (!lua_isnil(L, -1)) return 0;
+    lua_pop(L, 1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+    lua_pushliteral(L, "require");
+    lua_rawget(L, -2);
+    lua_remove(L, -2);
+    if (!lua_isfunction(L, -1))
+        return fail(d, "cannot load module '%.*s': not loaded and there is "
+                       "no require",
+                    sm, mod);
+    lua_pushlstring(L, mod, mlen);
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+        const char *why = lua_isstring(L, -1) ? lua_tostring(L, -1) : "?";
+        return fail(d, "cannot load module '%.*s': %.*s", sm, mod,
+                    (int)strcspn(why, "\n"), why); /* first line */
+    }
+    return 0;
+}
+
+/* MODULE: the receiver's package.loaded[name] (required if need be), which
+ * must be a table; numbered like the table it stands for. */
+static int dec_module(dec *d) {
+    lua_State *L = d->L;
+    size_t at = pos(d) - 1, len;
+    if (!(d->flags & LMP_CODEC_FUNCTIONS))
+        return fail(d, "module at byte %zu but functions are not allowed",
+                    at);
+    if (get_len(d, &len, "module name")) return -1;
+    const char *name = (const char *)d->p;
+    d->p += len;
+    if (load_module(d, name, len)) return -1;
+    if (!lua_istable(L, -1))
+        return fail(d, "cannot load module '%.*s': it is a %s, not a table",
+                    len > 60 ? 60 : (int)len, name, luaL_typename(L, -1));
+    new_ref(d, lua_gettop(L));
+    return 0;
+}
+
+/* UDATA: take the id, decode the stand-in, let the hook rebuild the value
+ * from it, then bind the id to the result. */
+static int dec_udata(dec *d) {
+    lua_State *L = d->L;
+    size_t at = pos(d) - 1;
+    if (!d->h || !d->h->decode_udata)
+        return fail(d, "userdata at byte %zu without a handler", at);
+    if (enter(d)) return -1;
+    if (d->nref == 0) {
+        lua_newtable(L);
+        lua_replace(L, d->refs);
+    }
+    lua_Integer id = ++d->nref;
+    lua_pushvalue(L, d->refs);
+    lua_rawseti(L, d->refs, id); /* pending: the refs table itself */
+    int top = lua_gettop(L);
+    if (dec_value(d)) return -1;
+    int r = d->h->decode_udata(L, d->h->ud);
+    int moved = lua_gettop(L) - top - 1;
+    if (moved != 0 || (r != 0 && !lua_isstring(L, -1)))
+        return fail(d, "userdata hook at byte %zu broke its contract "
+                       "(returned %d, stack %+d)",
+                    at, r, moved);
+    if (r != 0) {
+        const char *m = lua_tostring(L, -1);
+        if (strncmp(m, "codec: ", 7) == 0)
+            snprintf(d->err, sizeof d->err, "%s", m);
+        else
+            fail(d, "%s", m);
+        return -1;
+    }
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, d->refs, id);
+    d->depth--;
+    return 0;
+}
+
 /* CFUNC: package.loaded[module] (or require(module), protected), then
  * [field] raw unless field is empty. */
 static int dec_cfunc(dec *d) {
@@ -266,30 +363,7 @@ static int dec_cfunc(dec *d) {
     const char *field = (const char *)d->p;
     d->p += flen;
     int sm = mlen > 60 ? 60 : (int)mlen, sf = flen > 60 ? 60 : (int)flen;
-    if (lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE) == LUA_TTABLE) {
-        lua_pushlstring(L, mod, mlen);
-        lua_rawget(L, -2);
-    } else {
-        lua_pushnil(L);
-    }
-    lua_remove(L, -2);
-    if (lua_isnil(L, -1)) {
-        lua_pop(L, 1);
-        lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
-        lua_pushliteral(L, "require");
-        lua_rawget(L, -2);
-        lua_remove(L, -2);
-        if (!lua_isfunction(L, -1))
-            return fail(d, "module '%.*s' is not loaded and there is no "
-                           "require",
-                        sm, mod);
-        lua_pushlstring(L, mod, mlen);
-        if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
-            const char *why = lua_isstring(L, -1) ? lua_tostring(L, -1) : "?";
-            return fail(d, "cannot require '%.*s': %.*s", sm, mod,
-                        (int)strcspn(why, "\n"), why); /* first line */
-        }
-    }
+    if (load_module(d, mod, mlen)) return -1;
     if (flen > 0) {
         if (!lua_istable(L, -1))
             return fail(d, "module '%.*s' is not a table", sm, mod);
@@ -361,6 +435,10 @@ static int dec_value(dec *d) {
                         pos(d) - 1);
         lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
         return 0;
+    case LMP_TAG_MODULE:
+        return dec_module(d);
+    case LMP_TAG_UDATA:
+        return dec_udata(d);
     case LMP_TAG_UPJOIN:
         return fail(d, "upvalue join outside a function at byte %zu",
                     pos(d) - 1);
@@ -372,6 +450,11 @@ static int dec_value(dec *d) {
 }
 
 int lmp_codec_decode(lua_State *L, const char *data, size_t len, int flags) {
+    return lmp_codec_decode_hooks(L, data, len, flags, NULL);
+}
+
+int lmp_codec_decode_hooks(lua_State *L, const char *data, size_t len,
+                           int flags, const lmp_codec_hooks *h) {
     dec d;
     int base = lua_gettop(L), rc;
     if (!lua_checkstack(L, 8)) {
@@ -382,6 +465,7 @@ int lmp_codec_decode(lua_State *L, const char *data, size_t len, int flags) {
     d.start = d.p = (const unsigned char *)data;
     d.end = d.start + len;
     d.flags = flags;
+    d.h = h;
     d.depth = 0;
     d.nref = 0;
     lua_pushnil(L);

@@ -35,11 +35,13 @@ static int encode_protected(lua_State *L) {
     lmp_buf *b = lua_touserdata(L, 2);
     const char *root = lua_touserdata(L, 3);
     int flags = (int)lua_tointeger(L, 4);
-    lmp_codec_encode(L, 1, b, root, flags);
+    const lmp_codec_hooks *h = lua_touserdata(L, 5);
+    lmp_codec_encode_hooks(L, 1, b, root, flags, h);
     return 0;
 }
 
-void lmp_lencode(lua_State *L, int idx, lmp_buf *b, const char *root, int flags) {
+void lmp_lencode_hooks(lua_State *L, int idx, lmp_buf *b, const char *root,
+                       int flags, const lmp_codec_hooks *h) {
     size_t len = b->len;
     idx = lua_absindex(L, idx);
     lua_pushcfunction(L, encode_protected);
@@ -47,14 +49,24 @@ void lmp_lencode(lua_State *L, int idx, lmp_buf *b, const char *root, int flags)
     lua_pushlightuserdata(L, b);
     lua_pushlightuserdata(L, (void *)root);
     lua_pushinteger(L, flags);
-    if (lua_pcall(L, 4, 0, 0) != LUA_OK) {
+    lua_pushlightuserdata(L, (void *)h);
+    if (lua_pcall(L, 5, 0, 0) != LUA_OK) {
         b->len = len;
         lua_error(L);
     }
 }
 
+void lmp_lencode(lua_State *L, int idx, lmp_buf *b, const char *root, int flags) {
+    lmp_lencode_hooks(L, idx, b, root, flags, NULL);
+}
+
+void lmp_ldecode_hooks(lua_State *L, const char *p, size_t n, int flags,
+                       const lmp_codec_hooks *h) {
+    if (lmp_codec_decode_hooks(L, p, n, flags, h) != 0) lua_error(L);
+}
+
 void lmp_ldecode(lua_State *L, const char *p, size_t n, int flags) {
-    if (lmp_codec_decode(L, p, n, flags) != 0) lua_error(L);
+    lmp_ldecode_hooks(L, p, n, flags, NULL);
 }
 
 int lmp_pushoserror(lua_State *L, const char *op, int err) {
