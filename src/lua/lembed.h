@@ -12,6 +12,8 @@ typedef struct lmp_embedded {
     const char *chunk; /* chunk name for tracebacks, "@lua/process/init.lua" */
     const char *src;
     size_t len;
+    const char *bin; /* the same, precompiled (tools/embed.lua) */
+    size_t binlen;
 } lmp_embedded;
 
 extern const lmp_embedded lmp_embedded_lua[];

@@ -20,7 +20,11 @@
 static void run_embedded(lua_State *L, const char *name) {
     for (const lmp_embedded *e = lmp_embedded_lua; e->name; e++) {
         if (strcmp(e->name, name) != 0) continue;
-        if (luaL_loadbufferx(L, e->src, e->len, e->chunk, "t") != LUA_OK) lua_error(L);
+        /* precompiled first; the source if this Lua's format differs */
+        if (luaL_loadbufferx(L, e->bin, e->binlen, e->chunk, "b") != LUA_OK) {
+            lua_pop(L, 1);
+            if (luaL_loadbufferx(L, e->src, e->len, e->chunk, "t") != LUA_OK) lua_error(L);
+        }
         lua_insert(L, -2);
         lua_call(L, 1, 1);
         return;
