@@ -30,7 +30,8 @@ local state = {
 }
 
 local START_METHODS = { fork = true, spawn = true, forkserver = true }
-local AVAILABLE = { "fork" }
+-- The default first (get_all_start_methods).
+local AVAILABLE = { "fork", "spawn", "forkserver" }
 
 local function argerror(n, fname, msg, level)
   error(fmt("bad argument #%d to '%s' (%s)", n, fname, msg), (level or 1) + 1)
@@ -86,6 +87,7 @@ local function mt_for(cls)
       end
     end,
     __tostring = function(self) return self:_repr() end,
+    __class = cls, -- for spawn: the class travels with the object
   }
   instance_mt[cls] = mt
   process_mts[mt] = true
@@ -256,7 +258,22 @@ function Process:run()
   end
 end
 
-local bootstrap -- defined below
+local bootstrap, make_payload -- defined below
+
+-- Python 3.12+ warns too: fork copies one thread; a lock another thread
+-- held at that moment stays locked in the child forever.
+local warned_threads = false
+local function warn_threads()
+  if warned_threads then return end
+  local n = core.threads()
+  if n > 1 then
+    warned_threads = true
+    io.stderr:write(fmt("luamp: warning: this process (pid %d) has %d threads; starting a " ..
+      "process with fork may deadlock the child (a lock held by another thread stays " ..
+      "locked there). Use the 'forkserver' or 'spawn' start method instead.\n", getpid(), n))
+    io.stderr:flush()
+  end
+end
 
 function Process:start()
   closed_check(self, 2)
@@ -268,7 +285,14 @@ function Process:start()
     error("daemonic processes are not allowed to have children", 2)
   end
   cleanup()
-  local popen, err, ename = core.start(state.method or AVAILABLE[1], rawget(self, "_daemon"))
+  local method = self._start_method or state.method or AVAILABLE[1]
+  local popen, err, ename
+  if method == "fork" then
+    warn_threads()
+    popen, err, ename = core.start("fork", rawget(self, "_daemon"))
+  else
+    popen, err, ename = core.start(method, rawget(self, "_daemon"), make_payload(self))
+  end
   if not popen then return nil, err, ename end
   if popen == true then bootstrap(self) end -- the child: never returns
   rawset(self, "_popen", popen)
@@ -475,9 +499,9 @@ end
 -- In the child, right after fork: become the current process and run.
 -- Every page written here is copied from the parent, so the child writes
 -- little: existing fields only, no new tables before the target runs.
-function bootstrap(self)
+function bootstrap(self, parent_name)
   state.parent_pid = rawget(self, "_parent_pid")
-  state.parent_name = state.current._name
+  state.parent_name = parent_name or state.current._name
   state.parent = false
   state.current = self
   state.children = false
@@ -488,6 +512,96 @@ function bootstrap(self)
   rawset(self, "_started", true)
   os.exit = child_exit
   finish(self, core.call(handler, self.run, self))
+end
+
+----------------------------------------------------------------------------
+-- spawn and forkserver: the payload a fresh runtime starts from
+----------------------------------------------------------------------------
+
+-- The codec names an unsendable value from the payload's root; say it the
+-- way the user wrote it: args[2].handler, target<upvalue 'f'>, run...
+local function user_path(msg)
+  msg = tostring(msg)
+  local rules = {
+    { "^process%.obj%._target", "target" },
+    { "^process%.obj%._args", "args" },
+    { "^process%.obj%.", "" },
+    { "^process%.obj", "process" },
+    { "^process%.class%[%d+%]%.?", "" },
+  }
+  for _, r in ipairs(rules) do
+    local out, n = msg:gsub(r[1], r[2], 1)
+    if n > 0 then return out end
+  end
+  return msg
+end
+
+-- Encode what the child needs, before any process exists: the object (its
+-- target, args, name, identity and extra fields), its class chain up to
+-- Process (for a subclass's run), the start method, and the parent's
+-- package.path, package.cpath and working directory.  Raises with the
+-- path of an unsendable value.
+function make_payload(self)
+  local chain = {}
+  local cls = getmetatable(self).__class
+  while cls and cls ~= Process do
+    chain[#chain + 1] = cls
+    local mt = getmetatable(cls)
+    cls = mt and mt.__index
+  end
+  local env = { path = package.path, cpath = package.cpath, cwd = core.getcwd() }
+  local boot = { obj = self, class = chain, method = state.method or false,
+                 parent_name = state.current._name }
+  local ok, pl = pcall(core.payload, env, boot)
+  if not ok then error(user_path(pl), 3) end
+  return pl
+end
+
+-- The child's end when the payload itself cannot be used (a module its
+-- target needs is missing, the directory is gone): reported like an error
+-- of the target.
+local function child_failed(msg)
+  msg = tostring(msg)
+  io.stderr:write(fmt("Process (spawned by %d):\n%s\n", state.parent_pid or 0, msg))
+  io.stderr:flush()
+  pcall(core.send_result, "E", msg:sub(1, 4096))
+  core.exit(1)
+end
+
+local function load_payload()
+  local env = core.child_env()
+  package.path, package.cpath = env.path, env.cpath
+  if env.cwd then
+    local ok, err = core.chdir(env.cwd)
+    if not ok then error(err, 0) end
+  end
+  return core.child_value()
+end
+
+-- The runner's child modes (src/runner/main.c):
+--   _child_main("--luamp-child", "spawn", result, parent, first)
+--   _child_main("--luamp-forkserver")   the server; returns when its owner ends
+function M._child_main(mode, kind, a, b, c)
+  if mode == "--luamp-forkserver" then
+    state.parent_pid = core.serve()
+    if not state.parent_pid then return end -- the owner has ended
+  elseif mode == "--luamp-child" and kind == "spawn" then
+    state.parent_pid = core.spawned(math.tointeger(a), math.tointeger(b), math.tointeger(c))
+  else
+    error("luamp: unknown child mode", 0)
+  end
+  local ok, boot = pcall(load_payload)
+  if not ok then child_failed(boot) end
+  -- Re-chain the class: each table of the chain extends the next (a class
+  -- that came as a module reference is already chained).
+  local base = Process
+  for i = #boot.class, 1, -1 do
+    local cls = boot.class[i]
+    if getmetatable(cls) == nil then setmetatable(cls, { __index = base, __call = new }) end
+    base = cls
+  end
+  state.method = boot.method or nil
+  bootstrap(setmetatable(boot.obj, mt_for(base)), boot.parent_name)
 end
 
 ----------------------------------------------------------------------------
@@ -563,14 +677,51 @@ function M.get_all_start_methods()
   return t
 end
 
-function M.set_start_method(method, force)
-  if type(method) ~= "string" then argerror(1, "set_start_method", "string expected, got " .. type(method)) end
-  if state.method ~= nil and not force then error("context has already been set", 2) end
-  if not START_METHODS[method] then error(fmt("cannot find context for '%s'", method), 2) end
+local function check_method(method, fname, level)
+  if type(method) ~= "string" then argerror(1, fname, "string expected, got " .. type(method), level + 1) end
+  if not START_METHODS[method] then error(fmt("cannot find context for '%s'", method), level + 1) end
   local ok = false
   for _, m in ipairs(AVAILABLE) do ok = ok or m == method end
-  if not ok then error(fmt("start method '%s' is not available in this build", method), 2) end
+  if not ok then error(fmt("start method '%s' is not available in this build", method), level + 1) end
+end
+
+-- set_start_method(m[, force]); set_start_method(nil, true) goes back to
+-- the default.
+function M.set_start_method(method, force)
+  if method == nil and force then state.method = nil return end
+  check_method(method, "set_start_method", 2)
+  if state.method ~= nil and not force then error("context has already been set", 2) end
   state.method = method
+end
+
+-- Contexts: a table with its own Process class bound to one start method,
+-- and the module's other functions (Pipe, Queue, wait...) through __index.
+local contexts = {}
+function M.get_context(method)
+  if method == nil then method = M.get_start_method() end
+  check_method(method, "get_context", 2)
+  local ctx = contexts[method]
+  if not ctx then
+    local cls = Process:extend()
+    rawset(cls, "_start_method", method)
+    ctx = setmetatable({
+      Process = cls,
+      Pipe = core.Pipe,
+      Queue = core.Queue,
+      get_start_method = function() return method end,
+    }, { __index = M })
+    contexts[method] = ctx
+  end
+  return ctx
+end
+
+-- The runner that spawn and the forkserver execute (found by default next
+-- to the library, in the build tree or where it is installed).
+function M.set_executable(path)
+  if path ~= nil and type(path) ~= "string" then
+    argerror(1, "set_executable", "string expected, got " .. type(path))
+  end
+  core.set_executable(path)
 end
 
 -- Run once here what every child runs: a stock interpreter binds its
@@ -589,5 +740,8 @@ M._encode = core.encode
 M._decode = core.decode
 -- Whether sentinels are pidfds (false: the pipe fallback is in use).
 M._have_pidfd = core.have_pidfd
+-- The forkserver's pid (nil when none runs), and the runner spawn uses.
+M._forkserver_pid = core.forkserver_pid
+M._get_executable = core.get_executable
 
 return M

@@ -142,10 +142,15 @@ void lmp_reg_shutdown(lmp_reg *r) {
     free(v);
 }
 
+static void (*volatile shutdown_hook)(void);
+
+void lmp_reg_at_shutdown(void (*fn)(void)) { shutdown_hook = fn; }
+
 void lmp_reg_shutdown_all(void) {
     pthread_mutex_lock(&regs_lock);
     for (lmp_reg *r = regs; r; r = r->next) lmp_reg_shutdown(r);
     pthread_mutex_unlock(&regs_lock);
+    if (shutdown_hook) shutdown_hook();
 }
 
 /* This process's pid, kept current across any fork (the atfork handler
@@ -180,7 +185,7 @@ void lmp_reg_after_fork(int keep) {
 lmp_child *lmp_child_new(void) {
     lmp_child *c = calloc(1, sizeof *c);
     if (!c) return NULL;
-    c->sentinel = c->result_fd = c->parent_w = -1;
+    c->sentinel = c->result_fd = c->parent_w = c->pidfd = -1;
     c->owner = self();
     lmp_buf_init(&c->result);
     return c;
@@ -209,13 +214,20 @@ void lmp_child_close(lmp_child *c) {
     lmp_fd_close(c->sentinel);
     lmp_fd_close(c->result_fd);
     lmp_fd_close(c->parent_w);
-    c->sentinel = c->result_fd = c->parent_w = -1;
+    lmp_fd_close(c->pidfd);
+    c->sentinel = c->result_fd = c->parent_w = c->pidfd = -1;
 }
 
 /* The child has ended (its sentinel said so): collect its status. */
 static int reap(lmp_child *c) {
     int code;
-    if (c->is_pidfd) {
+    if (c->remote) {
+        int st = 0;
+        ssize_t n;
+        do n = read(c->sentinel, &st, sizeof st);
+        while (n < 0 && errno == EINTR);
+        code = n == (ssize_t)sizeof st ? st : 255;
+    } else if (c->is_pidfd) {
         siginfo_t si;
         int rc;
         do rc = waitid((idtype_t)P_PIDFD, (id_t)c->sentinel, &si, WEXITED);
@@ -245,6 +257,10 @@ static int reap(lmp_child *c) {
     if (c->parent_w >= 0) {
         lmp_fd_close(c->parent_w);
         c->parent_w = -1;
+    }
+    if (c->pidfd >= 0) { /* remote: no signal to send any more */
+        lmp_fd_close(c->pidfd);
+        c->pidfd = -1;
     }
     return 1;
 }
@@ -276,10 +292,15 @@ int lmp_child_signal(lmp_child *c, int sig) {
     if (c->ended) return 0;
     /* A pidfd names this very process even after its pid is reused; an
      * unreaped child's pid cannot be reused, so kill() is safe too. */
-    if (c->is_pidfd) {
-        int rc = lmp_pidfd_send_signal(c->sentinel, sig);
+    if (c->is_pidfd || c->pidfd >= 0) {
+        int rc = lmp_pidfd_send_signal(c->remote ? c->pidfd : c->sentinel, sig);
         return rc == -ESRCH ? 0 : rc;
     }
+    /* A remote child without a pidfd: its pid is safe to use until the
+     * server reaps it, which it reports on the sentinel; there is a window
+     * of a few microseconds between the two in which the pid could be
+     * reused (only where the kernel lacks pidfds). */
+    if (c->remote && lmp_child_poll(c) != 0) return 0;
     if (kill(c->pid, sig) < 0 && errno != ESRCH) return -errno;
     return 0;
 }

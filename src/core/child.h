@@ -30,7 +30,9 @@ typedef struct lmp_child lmp_child;
 
 struct lmp_child {
     pid_t pid;
-    int sentinel;    /* pidfd, or read end of the death pipe; -1 once closed */
+    int sentinel;    /* pidfd, or read end of the death pipe, or (remote) of
+                      * the status pipe; -1 once closed */
+    int pidfd;       /* remote only: for signals (-1: none, use the pid) */
     int result_fd;   /* parent's end of the result channel; -1 once read */
     int parent_w;    /* fallback only: write end of the child's parent pipe */
     int exitcode;    /* n, or -signum; valid once ended */
@@ -39,6 +41,10 @@ struct lmp_child {
     unsigned daemon : 1;
     unsigned is_pidfd : 1;
     unsigned has_ud : 1;  /* a Lua userdata still refers to it */
+    unsigned remote : 1;  /* another process's child (the forkserver's),
+                           * which writes its exit status, an int, to the
+                           * sentinel once it has reaped it; EOF without a
+                           * status (the server died) reads as 255 */
     lmp_buf result;       /* what the child sent, once it ended */
     int result_err;       /* 0, or -errno: collecting it failed */
     lmp_reg *reg;         /* NULL once detached */
@@ -53,8 +59,10 @@ lmp_reg *lmp_reg_new(void);
 void lmp_reg_free(lmp_reg *r);
 /* The creator's exit clean-up for one registry (idempotent). */
 void lmp_reg_shutdown(lmp_reg *r);
-/* Every registry of this process (atexit, and a child's os.exit). */
+/* Every registry of this process (atexit, and a child's os.exit), then
+ * the function set with lmp_reg_at_shutdown (the forkserver's stop). */
 void lmp_reg_shutdown_all(void);
+void lmp_reg_at_shutdown(void (*fn)(void));
 /* In a freshly forked child: forget every inherited child record and
  * close every tracked descriptor except keep. */
 void lmp_reg_after_fork(int keep);

@@ -136,6 +136,11 @@ int lmp_pidfd_send_signal(int pidfd, int sig) {
 
 /* ---- signals ------------------------------------------------------- */
 
+void lmp_kill_reap(pid_t pid) {
+    kill(pid, SIGKILL);
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {}
+}
+
 void lmp_signals_reset(void) {
     struct sigaction sa;
     for (int s = 1; s < NSIG; s++) {

@@ -36,6 +36,9 @@ int lmp_have_pidfd(void);
 int lmp_pidfd_open(pid_t pid);                 /* fd or -errno */
 int lmp_pidfd_send_signal(int pidfd, int sig); /* 0 or -errno */
 
+/* Kill a child of ours that we will not use after all, and reap it. */
+void lmp_kill_reap(pid_t pid);
+
 /* In a freshly forked child: caught signals back to SIG_DFL (ignored ones
  * stay ignored, as across exec) and an empty signal mask. */
 void lmp_signals_reset(void);

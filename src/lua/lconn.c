@@ -235,3 +235,17 @@ int lmp_open_pipe(lua_State *L) {
     }
     return 2;
 }
+
+int lmp_conn_fds(lua_State *L, int idx, int *fd, int *readable, int *writable) {
+    Conn *c = luaL_testudata(L, idx, CONN);
+    if (!c || c->fd < 0) return 0;
+    *fd = c->fd;
+    *readable = c->readable;
+    *writable = c->writable;
+    return 1;
+}
+
+void lmp_conn_push(lua_State *L, int fd, int readable, int writable) {
+    Conn *c = newconn(L, readable, writable);
+    c->fd = fd;
+}

@@ -9,4 +9,13 @@
 int lmp_open_pipe(lua_State *L);  /* process.Pipe([duplex]) */
 int lmp_open_queue(lua_State *L); /* process.Queue([maxsize]) */
 
+/* Handing Connections and Queues to spawn and forkserver children
+ * (lspawn.c): the descriptors behind an open one at idx (still owned by
+ * it), 1 if idx is one, else 0; and a new one over received descriptors,
+ * which it then owns (on failure they stay the caller's). */
+int lmp_conn_fds(lua_State *L, int idx, int *fd, int *readable, int *writable);
+void lmp_conn_push(lua_State *L, int fd, int readable, int writable);
+int lmp_queue_fds_of(lua_State *L, int idx, int fds[2]);
+int lmp_queue_push(lua_State *L, int header_fd, int spool_fd); /* 0 or -errno, pushes on 0 */
+
 #endif

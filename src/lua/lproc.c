@@ -169,13 +169,24 @@ static lmp_reg *getreg(lua_State *L) {
     return r->r;
 }
 
-/* core.start(method, daemon) -> popen in the parent; true in the child;
- * nil, err, ename when the OS refuses. */
+void lmp_became_child(int result_w, int parent_r, pid_t parent_pid) {
+    me.result_w = result_w;
+    me.parent_r = parent_r;
+    me.parent_pid = parent_pid;
+    parent_pidfd = -1;
+}
+
+/* core.start(method, daemon[, payload]) -> popen in the parent; true in
+ * the child (fork); nil, err, ename when the OS refuses.  The payload
+ * (spawn, forkserver) is released either way. */
 static int core_start(lua_State *L) {
     const char *mname = luaL_checkstring(L, 1);
+    lmp_payload pl;
     lmp_start_opts o = {.daemon = lua_toboolean(L, 2)};
+    if (lmp_payload_get(L, 3, &pl)) o.payload = &pl;
     const lmp_method *m = lmp_method_find(mname);
     if (!m) return luaL_error(L, "cannot find context for '%s'", mname);
+    if (m != &lmp_method_fork && !o.payload) return luaL_argerror(L, 3, "payload expected");
     lmp_reg *reg = getreg(L);
     Popen *p = lua_newuserdatauv(L, sizeof *p, 0); /* empty, safe to collect */
     p->c = NULL;
@@ -184,6 +195,7 @@ static int core_start(lua_State *L) {
     if (!c) return lmp_pushoserror(L, "start", ENOMEM);
     lmp_child_info info = {-1, -1, 0};
     int rc = m->start(reg, c, &o, &info);
+    if (o.payload) lmp_payload_release(L, 3);
     if (rc < 0) {
         lmp_child_drop(c);
         return lmp_pushoserror(L, "start", -rc);
@@ -423,6 +435,7 @@ int lmp_open_core(lua_State *L) {
     luaL_newlibtable(L, core_funcs);
     lua_insert(L, -2);
     luaL_setfuncs(L, core_funcs, 1);
+    luaL_setfuncs(L, lmp_spawn_funcs, 0);
     lua_pushinteger(L, SIGTERM);
     lua_setfield(L, -2, "SIGTERM");
     lua_pushinteger(L, SIGKILL);

@@ -90,10 +90,7 @@ static const luaL_Reg queue_methods[] = {
     {"put", queue_put},     {"get", queue_get},     {"empty", queue_empty},
     {"qsize", queue_qsize}, {"close", queue_close}, {NULL, NULL}};
 
-/* process.Queue([maxsize]) -> queue | nil, err, ename */
-int lmp_open_queue(lua_State *L) {
-    lua_Integer maxsize = luaL_optinteger(L, 1, 0);
-    luaL_argcheck(L, maxsize >= 0, 1, "maxsize must be >= 0");
+static Queue *newqueue(lua_State *L) {
     Queue *q = lua_newuserdatauv(L, sizeof *q, 0);
     q->q = NULL;
     q->closed = 0;
@@ -104,7 +101,29 @@ int lmp_open_queue(lua_State *L) {
         lua_setfield(L, -2, "__gc");
     }
     lua_setmetatable(L, -2);
+    return q;
+}
+
+/* process.Queue([maxsize]) -> queue | nil, err, ename */
+int lmp_open_queue(lua_State *L) {
+    lua_Integer maxsize = luaL_optinteger(L, 1, 0);
+    luaL_argcheck(L, maxsize >= 0, 1, "maxsize must be >= 0");
+    Queue *q = newqueue(L);
     int rc = lmp_queue_new((size_t)maxsize, &q->q);
     if (rc < 0) return lmp_pushoserror(L, "Queue", -rc);
     return 1;
+}
+
+int lmp_queue_fds_of(lua_State *L, int idx, int fds[2]) {
+    Queue *q = luaL_testudata(L, idx, QUEUE);
+    if (!q || q->closed || !q->q) return 0;
+    lmp_queue_fds(q->q, fds);
+    return 1;
+}
+
+int lmp_queue_push(lua_State *L, int header_fd, int spool_fd) {
+    Queue *q = newqueue(L);
+    int rc = lmp_queue_attach(header_fd, spool_fd, &q->q);
+    if (rc < 0) lua_pop(L, 1);
+    return rc;
 }

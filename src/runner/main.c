@@ -339,6 +339,31 @@ static int pmain(lua_State *L) {
     return 1;
 }
 
+/* The child modes, for the process module's own use (never needed by
+ * hand):
+ *   luamp --luamp-child spawn RESULT PARENT FIRST   a spawn child
+ *   luamp --luamp-forkserver                        the forkserver
+ * The descriptors they start from are described in src/start/spawn.c and
+ * src/start/forkserver.h.  No LUA_INIT, no arg table, no SIGINT handler:
+ * the target runs as it would in a forked child. */
+static int child_main(lua_State *L) {
+    int argc = (int)lua_tointeger(L, 1);
+    char **argv = (char **)lua_touserdata(L, 2);
+    luaL_checkversion(L);
+    luaL_openlibs(L);
+    luamp_openlibs(L);
+    lua_gc(L, LUA_GCRESTART);
+    lua_gc(L, LUA_GCGEN, 0, 0);
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "process");
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, "_child_main");
+    for (int i = 1; i < argc; i++) lua_pushstring(L, argv[i]);
+    lua_call(L, argc - 1, 0); /* returns only in a forkserver at its end */
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 int main(int argc, char **argv) {
     lua_State *L = luaL_newstate();
     if (L == NULL) {
@@ -346,7 +371,9 @@ int main(int argc, char **argv) {
         return EXIT_FAILURE;
     }
     lua_gc(L, LUA_GCSTOP);
-    lua_pushcfunction(L, pmain);
+    int child = argc >= 2 && (strcmp(argv[1], "--luamp-child") == 0 ||
+                              strcmp(argv[1], "--luamp-forkserver") == 0);
+    lua_pushcfunction(L, child ? child_main : pmain);
     lua_pushinteger(L, argc);
     lua_pushlightuserdata(L, argv);
     int status = lua_pcall(L, 2, 1, 0);

@@ -105,8 +105,7 @@ static int fork_start(lmp_reg *r, lmp_child *c, const lmp_start_opts *o, lmp_chi
         if (!sentinel) sentinel = lmp_pidfd_open(pid);
         if (sentinel < 0) {
             err = sentinel;
-            kill(pid, SIGKILL);
-            while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {}
+            lmp_kill_reap(pid);
             close(res[0]);
             return err;
         }
@@ -130,5 +129,7 @@ const lmp_method lmp_method_fork = {"fork", fork_start};
 
 const lmp_method *lmp_method_find(const char *name) {
     if (strcmp(name, "fork") == 0) return &lmp_method_fork;
+    if (strcmp(name, "spawn") == 0) return &lmp_method_spawn;
+    if (strcmp(name, "forkserver") == 0) return &lmp_method_forkserver;
     return NULL;
 }

@@ -1,10 +1,12 @@
 /*
  * method.h - the start methods behind one interface.
  *
- * Provides: struct lmp_method, one per way of creating a child ("fork" for
- * now; "spawn" and "forkserver" plug in here), and the parent/child
- * handshake values they share.  The Lua binding picks a method by name and
- * never forks itself.
+ * Provides: struct lmp_method, one per way of creating a child: "fork"
+ * (a copy of the caller; start returns in the child), "spawn" (a fresh
+ * runner executed with the payload) and "forkserver" (a fresh runner,
+ * started once, forks the children); and the parent/child handshake
+ * values they share.  The Lua binding picks a method by name and never
+ * forks itself.
  * Uses: core/child.h.  Must never: include lua.h.
  */
 #ifndef LMP_METHOD_H
@@ -12,8 +14,18 @@
 
 #include "core/child.h"
 
+/* What a fresh runtime needs to become the child (spawn, forkserver): a
+ * memfd holding the encoded bootstrap (see src/lua/lspawn.c) and the
+ * descriptors the values in it refer to (Connections, Queues), in order. */
+typedef struct lmp_payload {
+    int fd;
+    const int *fds;
+    int nfds;
+} lmp_payload;
+
 typedef struct lmp_start_opts {
     int daemon; /* the child dies with its parent (PR_SET_PDEATHSIG) */
+    const lmp_payload *payload; /* spawn, forkserver: required */
 } lmp_start_opts;
 
 /* What a child learns about itself when a method returns in it. */
@@ -33,8 +45,10 @@ typedef struct lmp_method {
 } lmp_method;
 
 extern const lmp_method lmp_method_fork;
+extern const lmp_method lmp_method_spawn;
+extern const lmp_method lmp_method_forkserver;
 
-/* "fork" -> &lmp_method_fork; NULL for a method that does not exist. */
+/* "fork" -> &lmp_method_fork...; NULL for a method that does not exist. */
 const lmp_method *lmp_method_find(const char *name);
 
 #endif

@@ -1,0 +1,71 @@
+/*
+ * forkserver.h - the forkserver: a small server process, a fresh `luamp`
+ * runner started on first use, that forks children on request.
+ *
+ * Provides: the server's loop (lmp_forkserver_serve, run by the runner in
+ * `--luamp-forkserver` mode) and the owner's clean-up; the client side is
+ * lmp_method_forkserver (method.h).
+ *
+ * Protocol.  The owner creates a private directory (mkdtemp, 0700) holding
+ * a SOCK_SEQPACKET unix socket (0600), starts the server with the
+ * listening socket at descriptor 3 and the read end of an "alive" pipe at
+ * 4, connects, and removes the socket and the directory at once: no file
+ * outlives the connection.  The server refuses a peer whose uid differs
+ * from its own (SO_PEERCRED).  A request is one message:
+ *     struct lmp_fs_request  +  SCM_RIGHTS: payload memfd, result channel
+ *     (write end), status pipe (write end), parent sentinel, then the
+ *     payload's own descriptors
+ * and the reply one message:
+ *     struct lmp_fs_reply  +  SCM_RIGHTS: a pidfd of the child (if any)
+ * The server writes the child's exit status (an int: n, or -signum) to the
+ * status pipe once it has reaped it, and closes it; the status pipe's read
+ * end is the owner's sentinel.  When the owner ends, the alive pipe reads
+ * EOF and the server exits; daemonic children die with it
+ * (PR_SET_PDEATHSIG), the others run to their end.
+ * Uses: core/sys.h, exec.h.  Must never: include lua.h.
+ */
+#ifndef LMP_FORKSERVER_H
+#define LMP_FORKSERVER_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#define LMP_FS_MAGIC 0x4c4d5031u /* "LMP1" */
+/* Descriptors of a request besides the payload's own. */
+#define LMP_FS_FIXED 4
+
+struct lmp_fs_request {
+    uint32_t magic;
+    uint32_t daemon;
+};
+
+struct lmp_fs_reply {
+    int32_t err; /* 0 or an errno */
+    int32_t pid;
+};
+
+/* What a child of the server starts from. */
+typedef struct lmp_served {
+    int payload_fd;
+    int result_w;
+    int parent_fd; /* readable when the owner ends */
+    int fds[256];  /* the payload's own descriptors */
+    int nfds;
+} lmp_served;
+
+/* The server's loop, on the listening socket and the alive pipe.
+ * Returns 0 when the owner has ended (the server should exit), 1 in a
+ * newly forked child with *out filled (its signals reset, every server
+ * descriptor closed), -errno if the server cannot run at all. */
+int lmp_forkserver_serve(int listen_fd, int alive_fd, lmp_served *out);
+
+/* The owner's end: close the connection and reap the server (called by
+ * the exit clean-up; no-op without a server). */
+void lmp_forkserver_stop(void);
+
+/* The server's pid, or 0 if none is running for this process; fds gets
+ * the descriptors this process holds for it (-1 where none), for tests
+ * that look for leaked descriptors. */
+pid_t lmp_forkserver_pid(int fds[3]);
+
+#endif
