@@ -19,14 +19,15 @@ local function gone(pid)
   return false
 end
 
+for _, method in ipairs(H.methods) do
 for _, how in ipairs{"luamp", "lua"} do
-  describe("exit under " .. how, function()
+  describe("exit under " .. how .. " [" .. method .. "]", function()
     before_each(H.snapshot)
     after_each(H.check)
 
     local function run(name, args)
       local interp = how == "lua" and H.lua or H.luamp
-      return H.run(interp .. " spec/fixtures/" .. name .. " " .. (args or ""))
+      return H.run("LUAMP_TEST_METHOD=" .. method .. " " .. interp .. " spec/fixtures/" .. name .. " " .. (args or ""))
     end
 
     for _, path in ipairs{{"end", 0}, {"exit", 3}, {"error", 1}} do
@@ -66,7 +67,8 @@ for _, how in ipairs{"luamp", "lua"} do
     it("prints buffered output once: five workers to a file make five lines", function()
       local tmp = os.tmpname()
       local interp = how == "lua" and H.lua or H.luamp
-      local _, _, code = H.run(interp .. " examples/workers.lua > " .. tmp)
+      local _, _, code = H.run(interp .. " -e 'require(\"process\").set_start_method(\"" .. method ..
+        "\")' examples/workers.lua > " .. tmp)
       assert.equal(0, code)
       local f = assert(io.open(tmp))
       local text = f:read("a")
@@ -77,4 +79,5 @@ for _, how in ipairs{"luamp", "lua"} do
       assert.equal(#"Worker\n" * 5, #text)
     end)
   end)
+end
 end

@@ -9,6 +9,8 @@ describe("module", function()
   before_each(H.snapshot)
   after_each(H.check)
 
+  H.each_method(function(ctx, method)
+  describe("[" .. method .. "]", function()
   describe("current_process", function()
     it("is MainProcess in the root", function()
       local me = process.current_process()
@@ -22,7 +24,7 @@ describe("module", function()
 
     it("is the child's own object in a child", function()
       local parent_pid = process.current_process().pid
-      local p = process.Process{name = "kid", target = function()
+      local p = ctx.Process{name = "kid", target = function()
         local me = process.current_process()
         os.exit((me.name == "kid" and me.pid ~= parent_pid and me:is_alive()
           and tostring(me):find("started", 1, true)) and 0 or 1)
@@ -38,7 +40,7 @@ describe("module", function()
 
     it("describes the parent in a child", function()
       local me = process.current_process().pid
-      local p = process.Process{target = function()
+      local p = ctx.Process{target = function()
         local parent = process.parent_process()
         local r, why = parent:join(0.01)
         os.exit((parent.pid == me and parent.name == "MainProcess" and parent:is_alive()
@@ -51,8 +53,8 @@ describe("module", function()
   describe("active_children", function()
     it("lists live children in start order and reaps the finished", function()
       assert.same({}, process.active_children())
-      local a = process.Process{target = block}
-      local b = process.Process{target = block}
+      local a = ctx.Process{target = block}
+      local b = ctx.Process{target = block}
       a:start()
       b:start()
       assert.same({a, b}, process.active_children())
@@ -75,7 +77,7 @@ describe("module", function()
     it("returns the first of several to end, as the values given", function()
       local ps, sentinels = {}, {}
       for i = 1, 3 do
-        ps[i] = process.Process{target = block}
+        ps[i] = ctx.Process{target = block}
         ps[i]:start()
         sentinels[i] = ps[i].sentinel
       end
@@ -91,7 +93,7 @@ describe("module", function()
     end)
 
     it("returns an empty list on timeout and accepts an empty list", function()
-      local p = process.Process{target = block}
+      local p = ctx.Process{target = block}
       p:start()
       assert.same({}, process.wait({p}, 0.02))
       assert.same({}, process.wait({}, 0.01))
@@ -105,8 +107,8 @@ describe("module", function()
         "bad argument #1 to 'wait' (table expected, got number)")
       assert.has_error(function() process.wait({"x"}) end,
         "bad argument #1 to 'wait' (object 1 is not a sentinel, Process or Connection (string))")
-      assert.has_error(function() process.wait({process.Process{}}) end, "process not started")
-      local c = process.Process{}
+      assert.has_error(function() process.wait({ctx.Process{}}) end, "process not started")
+      local c = ctx.Process{}
       c:close()
       assert.has_error(function() process.wait({c}) end, "process object is closed")
       local ok, err = pcall(function() process.wait({}, "1") end)
@@ -122,29 +124,75 @@ describe("module", function()
       assert.equal("EBADF", ename)
     end)
   end)
+  end)
+  end)
 
   describe("start methods", function()
-    after_each(function() process.set_start_method("fork", true) end)
+    after_each(function() process.set_start_method(nil, true) end)
 
-    it("has fork as the default and only method for now", function()
+    it("has fork as the default, listed first", function()
       assert.equal("fork", process.get_start_method())
-      assert.same({"fork"}, process.get_all_start_methods())
+      assert.same({"fork", "spawn", "forkserver"}, process.get_all_start_methods())
     end)
 
     it("sets a method once unless forced", function()
-      process.set_start_method("fork", true)
+      process.set_start_method("spawn")
+      assert.equal("spawn", process.get_start_method())
       assert.has_error(function() process.set_start_method("fork") end, "context has already been set")
-      process.set_start_method("fork", true)
+      process.set_start_method("forkserver", true)
+      assert.equal("forkserver", process.get_start_method())
+      process.set_start_method(nil, true)
       assert.equal("fork", process.get_start_method())
+    end)
+
+    it("starts with the method set", function()
+      process.set_start_method("spawn")
+      -- a spawn child is a fresh runtime: a global set here is not there
+      _G.LUAMP_SPEC_MARK = true
+      local p = process.Process{target = function() return rawget(_G, "LUAMP_SPEC_MARK") == nil end}
+      assert.equal(0, p:start():join())
+      _G.LUAMP_SPEC_MARK = nil
+      assert.is_true(p:result())
     end)
 
     it("names the methods it cannot use", function()
       assert.has_error(function() process.set_start_method("bogus", true) end,
         "cannot find context for 'bogus'")
-      assert.has_error(function() process.set_start_method("spawn", true) end,
-        "start method 'spawn' is not available in this build")
+      assert.has_error(function() process.get_context("bogus") end,
+        "cannot find context for 'bogus'")
       assert.has_error(function() process.set_start_method(1) end,
         "bad argument #1 to 'set_start_method' (string expected, got number)")
+    end)
+  end)
+
+  describe("contexts", function()
+    it("have their own Process bound to their method, and the module's functions", function()
+      for _, m in ipairs{"fork", "spawn", "forkserver"} do
+        local ctx = process.get_context(m)
+        assert.equal(ctx, process.get_context(m))
+        assert.equal(m, ctx.get_start_method())
+        assert.is_function(ctx.Pipe)
+        assert.is_function(ctx.Queue)
+        assert.equal(process.wait, ctx.wait)
+        assert.equal(process.current_process(), ctx.current_process())
+        assert.are_not.equal(process.Process, ctx.Process)
+      end
+      assert.equal(process.get_context(process.get_start_method()), process.get_context())
+    end)
+
+    it("keep their method for subclasses and whatever the default is", function()
+      local Worker = process.get_context("spawn").Process:extend()
+      function Worker:run()
+        return self.base + 1, process.current_process().name, rawget(_G, "LUAMP_SPEC_MARK") == nil
+      end
+      process.set_start_method("fork")
+      _G.LUAMP_SPEC_MARK = true
+      local p = Worker{name = "w", base = 41, target = function() end}
+      p:start()
+      _G.LUAMP_SPEC_MARK = nil
+      assert.equal(0, p:join())
+      assert.same({42, "w", true}, {p:result()}) -- spawned: no global of ours
+      process.set_start_method(nil, true)
     end)
   end)
 end)

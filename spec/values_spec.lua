@@ -5,12 +5,13 @@ local H = require "spec.helper"
 
 local function block() process.parent_process():join() end
 
-describe("results", function()
+H.each_method(function(ctx, method)
+describe("results [" .. method .. "]", function()
   before_each(H.snapshot)
   after_each(H.check)
 
   it("returns every value the target returned, nils included", function()
-    local p = process.Process{target = function(a) return a, nil, a * 2, {x = {a}} end, args = {21}}
+    local p = ctx.Process{target = function(a) return a, nil, a * 2, {x = {a}} end, args = {21}}
     p:start()
     assert.equal(0, p:join())
     local r = table.pack(p:result())
@@ -24,14 +25,14 @@ describe("results", function()
   end)
 
   it("returns nothing when the target returned nothing", function()
-    local p = process.Process{target = function() end}
+    local p = ctx.Process{target = function() end}
     p:start()
     p:join()
     assert.equal(0, select("#", p:result()))
   end)
 
   it("raises the child's error, with its traceback", function()
-    local p = process.Process{target = function() error("There was an error!") end}
+    local p = ctx.Process{target = function() error("There was an error!") end}
     p:start()
     assert.equal(1, p:join())
     assert.matches("There was an error!\nstack traceback:\n", p.error, 1, true)
@@ -41,7 +42,7 @@ describe("results", function()
   end)
 
   it("raises while running, before start, and after a kill", function()
-    local p = process.Process{target = block}
+    local p = ctx.Process{target = block}
     assert.has_error(function() p:result() end, "process not started")
     p:start()
     assert.has_error(function() p:result() end, "process has not finished")
@@ -52,13 +53,13 @@ describe("results", function()
   end)
 
   it("reports a large result lost when the child has no descriptor left for it", function()
-    local out, err, code = H.run("prlimit --nofile=64:64 " .. H.luamp .. " spec/fixtures/result_emfile.lua child")
+    local out, err, code = H.run("prlimit --nofile=64:64 " .. H.luamp .. " spec/fixtures/result_emfile.lua child " .. method)
     assert.equal(0, code, err)
     assert.equal("1\tresult: Too many open files\tfalse\tresult: Too many open files\n", out)
   end)
 
   it("reports a large result lost when the parent has no descriptor left for it", function()
-    local out, err, code = H.run("prlimit --nofile=64:64 " .. H.luamp .. " spec/fixtures/result_emfile.lua parent")
+    local out, err, code = H.run("prlimit --nofile=64:64 " .. H.luamp .. " spec/fixtures/result_emfile.lua parent " .. method)
     assert.equal(0, code, err)
     assert.matches("^0\tnil\tfalse\t[^\n]*process ended with exitcode 0 and its result was lost " ..
       "%(collecting it failed: Too many open files%)\n$", out)
@@ -66,7 +67,7 @@ describe("results", function()
 
   for _, how in ipairs{"join", "wait", "is_alive"} do
     it("brings back a 100 MB result without deadlock, waiting with " .. how, function()
-      local p = process.Process{target = function() return string.rep("r", 100 * 1024 * 1024), 7 end}
+      local p = ctx.Process{target = function() return string.rep("r", 100 * 1024 * 1024), 7 end}
       p:start()
       if how == "join" then
         assert.equal(0, p:join(60))
@@ -85,13 +86,13 @@ describe("results", function()
   end
 end)
 
-describe("Pipe", function()
+describe("Pipe [" .. method .. "]", function()
   before_each(H.snapshot)
   after_each(H.check)
 
   it("carries values both ways across fork", function()
     local a, b = process.Pipe()
-    local p = process.Process{target = function()
+    local p = ctx.Process{target = function()
       a:close()
       local v = b:recv()
       b:send({got = v, twice = v * 2})
@@ -109,7 +110,7 @@ describe("Pipe", function()
   it("carries a 10 MB message intact", function()
     local a, b = process.Pipe()
     local big = string.rep("0123456789", 1024 * 1024)
-    local p = process.Process{target = function() a:close(); b:send(big); b:send("after") end}
+    local p = ctx.Process{target = function() a:close(); b:send(big); b:send("after") end}
     p:start()
     b:close()
     assert.equal(big, a:recv())
@@ -162,7 +163,7 @@ describe("Pipe", function()
 
   it("works in process.wait next to sentinels", function()
     local a, b = process.Pipe()
-    local p = process.Process{target = block}
+    local p = ctx.Process{target = block}
     p:start()
     assert.equal("integer", math.type(a:fileno()))
     assert.same({}, process.wait({p.sentinel, a}, 0))
@@ -178,8 +179,8 @@ describe("Pipe", function()
 
   it("tells a grandchild when its parent was killed", function()
     local a, b = process.Pipe()
-    local mid = process.Process{target = function()
-      local g = process.Process{target = function()
+    local mid = ctx.Process{target = function()
+      local g = ctx.Process{target = function()
         process.parent_process():join()
         b:send({alive = process.parent_process():is_alive()})
       end}
@@ -198,7 +199,7 @@ describe("Pipe", function()
   end)
 end)
 
-describe("Queue", function()
+describe("Queue [" .. method .. "]", function()
   before_each(H.snapshot)
   after_each(H.check)
 
@@ -234,12 +235,12 @@ describe("Queue", function()
     local N = 2000
     local producers, consumers = {}, {}
     for i = 1, 3 do
-      producers[i] = process.Process{target = function()
+      producers[i] = ctx.Process{target = function()
         for j = 1, N do q:put(i * 100000 + j) end
       end}
     end
     for i = 1, 2 do
-      consumers[i] = process.Process{target = function()
+      consumers[i] = ctx.Process{target = function()
         local got = {}
         while true do
           local v = q:get()
@@ -275,4 +276,5 @@ describe("Queue", function()
     assert.has_error(function() q:put(1) end, "queue is closed")
     assert.has_error(function() q:get() end, "queue is closed")
   end)
+end)
 end)
