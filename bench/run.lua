@@ -83,11 +83,12 @@ end
 ------------------------------------------------------------------------
 local function empty() end
 
-local function luamp_startjoin(n)
+local function luamp_startjoin(n, ctx)
+  local P = (ctx or process).Process
   local v = {}
   for i = 1, n do
     local t = now()
-    local p = process.Process{target = empty}
+    local p = P{target = empty}
     p:start()
     p:join()
     v[i] = (now() - t) * 1e6
@@ -116,14 +117,36 @@ if want("startjoin") then
   local l2, c2 = side_by_side(3, function() return luamp_batch(scale(10), 100) end,
     "forkbatch " .. scale(10) .. " 100")
   row("start+join", "batch of 100, per process (fork)", l2, "us", c2, "C fork+waitpid", l2 / c2, "<= 1.5x C")
+  -- spawn: a fresh runner per child, against the floor of any fresh
+  -- interpreter, a bare posix_spawn of `lua5.4 -e ''` (+ waitpid)
+  local spawn_ctx, fs_ctx = process.get_context("spawn"), process.get_context("forkserver")
+  local lua54 = sh("command -v lua5.4"):gsub("%s+$", "")
+  local ls, cs = side_by_side(5, function() return luamp_startjoin(scale(40), spawn_ctx) end,
+    "spawnlua " .. scale(40) .. " " .. lua54)
+  row("start+join", "1 process, empty target (spawn)", ls, "us", cs, "posix_spawn lua5.4 -e ''", ls / cs,
+    "<= 1.5x")
+  -- forkserver against luamp's own fork, alternating rounds
+  luamp_startjoin(1, fs_ctx) -- the server starts here, not in a round
+  local fv, kv = {}, {}
+  for r = 1, 5 do
+    fv[r] = luamp_startjoin(scale(200), fs_ctx)
+    kv[r] = luamp_startjoin(scale(200))
+  end
+  local lf, lk = median(fv), median(kv)
+  row("start+join", "1 process, empty target (forkserver)", lf, "us", lk, "luamp fork", lf / lk, "<= 2x")
   if python then
     local targets = {fork = "<= 0.067x (15x faster)", forkserver = "<= 0.0125x (80x faster)",
       spawn = "<= 0.0033x (300x faster)"}
+    local own = {fork = l, forkserver = lf, spawn = ls}
     for _, m in ipairs{"fork", "forkserver", "spawn"} do
       local n = m == "fork" and scale(100) or m == "forkserver" and scale(50) or scale(20)
       local py = num(python .. " startjoin " .. m .. " " .. math.max(n, 5))
       row("start+join", "luamp fork vs Python " .. m .. ", 1 process", l, "us", py, "Python " .. m, l / py,
         targets[m])
+      if m ~= "fork" then
+        row("start+join", "luamp " .. m .. " vs Python " .. m .. ", 1 process", own[m], "us", py,
+          "Python " .. m, own[m] / py, "")
+      end
       local pyb = num(python .. " batch " .. m .. " " .. (m == "spawn" and 1 or scale(3)) .. " 100")
       row("start+join", "luamp fork vs Python " .. m .. ", batch of 100", l2, "us", pyb, "Python " .. m, l2 / pyb, "")
     end
