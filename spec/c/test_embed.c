@@ -2,9 +2,11 @@
  * test_embed.c - the embedding API (src/luamp.h), every public function,
  * the failure paths, and the host's rules: independent states see only
  * their own children, the host's own children and SIGCHLD disposition are
- * left alone, closing a runtime cleans up its children.
+ * left alone, closing a runtime cleans up its children; a host with
+ * threads is warned once about fork and can use spawn and forkserver.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +29,53 @@ static volatile sig_atomic_t host_sigchld;
 static void on_chld(int s) { (void)s; host_sigchld++; }
 
 /* Run a chunk and return an integer global it sets (or -1). */
+/* A host thread that just waits until told to end. */
+static void *idle_thread(void *arg) {
+    char c;
+    ssize_t n = read(*(int *)arg, &c, 1);
+    (void)n;
+    return NULL;
+}
+
+/* With a second thread running: fork warns once (on stderr), spawn and
+ * forkserver start without a warning. */
+static void threaded_host(void) {
+    int tp[2];
+    pthread_t th;
+    ok(pipe(tp) == 0 && pthread_create(&th, NULL, idle_thread, &tp[0]) == 0, "host thread started");
+    fflush(stderr);
+    FILE *cap = tmpfile();
+    int saved = dup(2);
+    dup2(fileno(cap), 2);
+    luamp_runtime *rt = luamp_runtime_new();
+    int rc = luamp_runtime_dostring(rt,
+        "local process = require 'process'\n"
+        "for i = 1, 2 do assert(process.Process{target = function() end}:start()):join() end\n"
+        "for _, m in ipairs{'spawn', 'forkserver'} do\n"
+        "  local p = process.get_context(m).Process{target = function(a) return a * 2 end, args = {21}}\n"
+        "  assert(p:start()):join()\n"
+        "  assert(p:result() == 42, m)\n"
+        "end\n", "threads");
+    const char *err = luamp_runtime_error(rt);
+    ok(rc == 0, "fork, spawn and forkserver from a threaded host: %s", err);
+    luamp_runtime_close(rt);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    char text[4096] = "";
+    rewind(cap);
+    size_t n = fread(text, 1, sizeof text - 1, cap);
+    text[n] = '\0';
+    fclose(cap);
+    int warnings = 0;
+    for (const char *p = text; (p = strstr(p, "luamp: warning:")); p++) warnings++;
+    ok(warnings == 1 && strstr(text, "2 threads") && strstr(text, "fork may deadlock"),
+       "fork warned once about the threads: [%s]", text);
+    ok(write(tp[1], "x", 1) == 1 && pthread_join(th, NULL) == 0, "host thread joined");
+    close(tp[0]);
+    close(tp[1]);
+}
+
 static long long run_get(luamp_runtime *rt, const char *chunk, const char *global) {
     if (luamp_runtime_dostring(rt, chunk, "=test") != 0) {
         printf("# %s\n", luamp_runtime_error(rt));
@@ -190,6 +239,7 @@ int main(void) {
     ok(strcmp(luamp_errname(LUAMP_ERUN), "LUAMP_ERUN") == 0 && strlen(luamp_strerror(LUAMP_EEXIT)) > 0,
        "luamp codes named");
     ok(strcmp(luamp_errname(12345), "E?") == 0, "unknown code");
+    threaded_host();
     printf("# host SIGCHLD handler ran %d times (for its own and luamp's children: no harm)\n", (int)host_sigchld);
     return tap_done();
 }
