@@ -62,6 +62,9 @@ static void stop_locked(void) {
 }
 
 void lmp_forkserver_stop(void) {
+    /* A fork child never owns its parent's server: do not even take the
+     * lock, which another thread of the parent may have held at fork. */
+    if (fs.owner != getpid()) return;
     pthread_mutex_lock(&fs_lock);
     stop_locked();
     pthread_mutex_unlock(&fs_lock);
