@@ -14,6 +14,13 @@ local function sorted(t)
 end
 
 local examples = {
+  ["start_methods.lua"] = function(out)
+    assert.same({
+      "fork       exitcode 0  sum 60  pi 3.141592  global set in the parent",
+      "spawn      exitcode 0  sum 60  pi 3.141592  global nil",
+      "forkserver exitcode 0  sum 60  pi 3.141592  global nil",
+    }, lines(out))
+  end,
   ["workers.lua"] = function(out)
     assert.same({"Worker", "Worker", "Worker", "Worker", "Worker"}, lines(out))
   end,
