@@ -1,7 +1,7 @@
 /*
  * test_forkserver.c - the forkserver's loop (src/start/fs_server.c) driven
  * by hand over its protocol (forkserver.h): a request forks a child whose
- * exit status arrives on the status pipe, garbage closes the connection,
+ * exit status arrives on the status socket, garbage closes the connection,
  * a peer of another uid is refused (SO_PEERCRED; root only, it needs
  * setuid), and the server ends when the alive pipe reads EOF.
  */
@@ -69,7 +69,9 @@ static int request(int conn, unsigned char code, int *status_r, int *pidfd) {
     int mem = memfd_create("t", MFD_CLOEXEC);
     if (write(mem, &code, 1) != 1) return -EIO;
     int res[2], st[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, res) < 0 || pipe2(st, O_CLOEXEC) < 0) return -EIO;
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, res) < 0 ||
+        socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, st) < 0)
+        return -EIO;
     int fds[4] = {mem, res[1], st[1], res[1]};
     struct lmp_fs_request rq = {LMP_FS_MAGIC, 0};
     struct iovec iov = {&rq, sizeof rq};
@@ -134,7 +136,7 @@ int main(void) {
     int pid = request(conn, 7, &st, &pidfd);
     ok(pid > 0, "a request forks a child (pid %d)", pid);
     if (pid > 0) {
-        ok(read_status(st) == 7, "its exit status arrives on the status pipe");
+        ok(read_status(st) == 7, "its exit status arrives on the status socket");
         ok(pidfd >= 0, "with a pidfd of the child for signals");
         if (pidfd >= 0) close(pidfd);
     }

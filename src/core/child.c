@@ -13,6 +13,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -224,7 +225,8 @@ static int reap(lmp_child *c) {
     if (c->remote) {
         int st = 0;
         ssize_t n;
-        do n = read(c->sentinel, &st, sizeof st);
+        /* peeked, not read: the status stays, the sentinel stays ready */
+        do n = recv(c->sentinel, &st, sizeof st, MSG_PEEK | MSG_WAITALL);
         while (n < 0 && errno == EINTR);
         code = n == (ssize_t)sizeof st ? st : 255;
     } else if (c->is_pidfd) {

@@ -43,8 +43,9 @@ struct lmp_child {
     unsigned has_ud : 1;  /* a Lua userdata still refers to it */
     unsigned remote : 1;  /* another process's child (the forkserver's),
                            * which writes its exit status, an int, to the
-                           * sentinel once it has reaped it; EOF without a
-                           * status (the server died) reads as 255 */
+                           * sentinel (a socket) once it has reaped it; EOF
+                           * without a status (the server died) reads as
+                           * 255; the status is peeked, never consumed */
     lmp_buf result;       /* what the child sent, once it ended */
     int result_err;       /* 0, or -errno: collecting it failed */
     lmp_reg *reg;         /* NULL once detached */

@@ -219,8 +219,10 @@ static int fs_start(lmp_reg *r, lmp_child *c, const lmp_start_opts *o, lmp_child
     int err = lmp_fault_hit("pipe");
     if (err) return err;
     int res[2] = {-1, -1}, status[2] = {-1, -1}, par[2] = {-1, -1};
+    /* status: a socket, so that the exit code can be peeked at and stays
+     * there: the sentinel remains readable after the reap, as a pidfd does */
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, res) < 0 ||
-        pipe2(status, O_CLOEXEC) < 0) {
+        socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, status) < 0) {
         err = -errno;
         close2(res), close2(status);
         return err;

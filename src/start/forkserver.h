@@ -13,13 +13,13 @@
  * outlives the connection.  The server refuses a peer whose uid differs
  * from its own (SO_PEERCRED).  A request is one message:
  *     struct lmp_fs_request  +  SCM_RIGHTS: payload memfd, result channel
- *     (write end), status pipe (write end), parent sentinel, then the
+ *     (write end), status socket (one end), parent sentinel, then the
  *     payload's own descriptors
  * and the reply one message:
  *     struct lmp_fs_reply  +  SCM_RIGHTS: a pidfd of the child (if any)
- * The server writes the child's exit status (an int: n, or -signum) to the
- * status pipe once it has reaped it, and closes it; the status pipe's read
- * end is the owner's sentinel.  When the owner ends, the alive pipe reads
+ * The server sends the child's exit status (an int: n, or -signum) on the
+ * status socket once it has reaped it, and closes it; the other end is the
+ * owner's sentinel.  When the owner ends, the alive pipe reads
  * EOF and the server exits; daemonic children die with it
  * (PR_SET_PDEATHSIG), the others run to their end.
  * Uses: core/sys.h, exec.h.  Must never: include lua.h.

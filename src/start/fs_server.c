@@ -48,7 +48,8 @@ static void report(server *s, pid_t pid, int st) {
     for (size_t i = 0; i < s->nkids; i++) {
         if (s->kids[i].pid != pid) continue;
         ssize_t w;
-        do w = write(s->kids[i].status_w, &code, sizeof code);
+        /* MSG_NOSIGNAL: an owner that is gone must not SIGPIPE us */
+        do w = send(s->kids[i].status_w, &code, sizeof code, MSG_NOSIGNAL);
         while (w < 0 && errno == EINTR);
         close(s->kids[i].status_w);
         s->kids[i] = s->kids[--s->nkids];
@@ -171,7 +172,7 @@ static int handle(server *s, int conn, lmp_served *out) {
         return 0;
     }
     if (pid == 0) {
-        close(fds[2]); /* the status pipe is the server's to write */
+        close(fds[2]); /* the status socket is the server's to write */
         become_child(s, conn, rq.daemon != 0, server_pid);
         out->payload_fd = fds[0];
         out->result_w = fds[1];
