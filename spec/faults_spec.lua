@@ -6,13 +6,16 @@ describe("faults", function()
   before_each(H.snapshot)
   after_each(H.check)
 
-  for _, how in ipairs{"luamp", "lua"} do
-    it("start returns EMFILE at the descriptor limit and works again (" .. how .. ")", function()
-      local interp = how == "lua" and H.lua or H.luamp
-      local out, err, code = H.run("prlimit --nofile=32:32 " .. interp .. " spec/fixtures/emfile.lua")
-      assert.equal("", err)
-      assert.equal(0, code)
-      assert.equal("nil\tstart: Too many open files\tEMFILE\n6\n", out)
-    end)
+  for _, method in ipairs(H.methods) do
+    for _, how in ipairs{"luamp", "lua"} do
+      it("start returns EMFILE at the descriptor limit and works again (" .. how .. ", " .. method .. ")", function()
+        local interp = how == "lua" and H.lua or H.luamp
+        local out, err, code = H.run("LUAMP_TEST_METHOD=" .. method .. " prlimit --nofile=32:32 " .. interp ..
+          " spec/fixtures/emfile.lua")
+        assert.equal("", err)
+        assert.equal(0, code)
+        assert.equal("nil\tstart: Too many open files\tEMFILE\n6\thi\n", out)
+      end)
+    end
   end
 end)

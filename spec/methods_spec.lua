@@ -83,11 +83,13 @@ describe("start methods", function()
       it("refusing an unsendable upvalue with its path, before any process exists", function()
         local handle = io.stdout
         local box = {inner = {f = handle}}
-        local kids = #H.children()
+        local server = process._forkserver_pid()
+        local kids, skids = #H.children(), server and #H.children(server)
         local p = ctx.Process{target = function() return box end}
         assert.has_error(function() p:start() end, "target<upvalue 'box'>.inner.f: cannot send a userdata")
         assert.is_nil(p.pid)
         assert.equal(kids, #H.children())
+        if server then assert.equal(skids, #H.children(server)) end
         local q = ctx.Process{target = print, args = {1, coroutine.create(print)}}
         assert.has_error(function() q:start() end, "args[2]: cannot send a thread")
         local r = ctx.Process{target = print, job = {io.stderr}}
@@ -118,11 +120,12 @@ describe("start methods", function()
         local p = ctx.Process{target = function()
           return mod.answer(), require("lfs").currentdir(), package.loaded.luamp_spec_mod == mod
         end}
-        local ok = p:start()
+        local ok, started = pcall(p.start, p)
         require("lfs").chdir(old_cwd)
         package.path = old_path
         package.loaded.luamp_spec_mod = nil
-        assert.equal(0, ok:join())
+        assert(ok, started)
+        assert.equal(0, started:join())
         local answer, cwd, same = p:result()
         os.remove(dir .. "/luamp_spec_mod.lua")
         os.remove(dir)
@@ -139,6 +142,18 @@ describe("start methods", function()
         package.loaded.luamp_spec_ghost = nil
         assert.equal(1, p:join())
         assert.matches("cannot load module 'luamp_spec_ghost'", p.error)
+      end)
+
+      it("with the Process class and contexts as upvalues, by name", function()
+        local P, fs = process.Process, process.get_context("forkserver")
+        local p = ctx.Process{target = function()
+          local c = P{target = function() return 5 end}
+          c:start()
+          c:join()
+          return c:result(), fs.get_start_method(), fs.wait == process.wait
+        end}
+        assert.equal(0, p:start():join())
+        assert.same({5, "forkserver", true}, {p:result()})
       end)
 
       it("and hands over Connections and Queues", function()

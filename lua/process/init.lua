@@ -291,7 +291,10 @@ function Process:start()
     warn_threads()
     popen, err, ename = core.start("fork", rawget(self, "_daemon"))
   else
-    popen, err, ename = core.start(method, rawget(self, "_daemon"), make_payload(self))
+    local pl
+    pl, err, ename = make_payload(self)
+    if not pl then return nil, err, ename end
+    popen, err, ename = core.start(method, rawget(self, "_daemon"), pl)
   end
   if not popen then return nil, err, ename end
   if popen == true then bootstrap(self) end -- the child: never returns
@@ -552,9 +555,12 @@ function make_payload(self)
   local env = { path = package.path, cpath = package.cpath, cwd = core.getcwd() }
   local boot = { obj = self, class = chain, method = state.method or false,
                  parent_name = state.current._name }
-  local ok, pl = pcall(core.payload, env, boot)
-  if not ok then error(user_path(pl), 3) end
-  return pl
+  local ok, pl, err, ename = pcall(core.payload, env, boot)
+  if not ok then
+    if type(pl) == "table" then return nil, pl[1], pl[2] end -- the OS refused
+    error(user_path(pl), 3)
+  end
+  return pl, err, ename
 end
 
 -- The child's end when the payload itself cannot be used (a module its
@@ -711,8 +717,17 @@ function M.get_context(method)
       get_start_method = function() return method end,
     }, { __index = M })
     contexts[method] = ctx
+    package.loaded["process.context." .. method] = ctx
   end
   return ctx
+end
+
+-- A target holding the Process class or a context as an upvalue sends it
+-- by name (the codec sends what package.loaded holds by reference, and
+-- the child requires it): "process.Process", "process.context.<method>".
+package.loaded["process.Process"] = Process
+for _, m in ipairs(AVAILABLE) do
+  package.preload["process.context." .. m] = function() return M.get_context(m) end
 end
 
 -- The runner that spawn and the forkserver execute (found by default next

@@ -21,6 +21,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,8 +73,13 @@ static int payload_gc(lua_State *L) {
 static int add_fd(lua_State *L, Payload *p, int fd) {
     if (p->nfds == MAXFDS) luaL_error(L, "too many Connections and Queues (more than %d descriptors)", MAXFDS);
     int d = fcntl(fd, F_DUPFD_CLOEXEC, 3);
-    if (d < 0) {
-        lmp_pushoserror(L, "start", errno);
+    if (d < 0) { /* raised as {msg, ename}: start turns it into nil, msg, ename */
+        int e = errno;
+        lua_createtable(L, 2, 0);
+        lua_pushfstring(L, "start: %s", strerror(e));
+        lua_rawseti(L, -2, 1);
+        lua_pushstring(L, lmp_errname(e));
+        lua_rawseti(L, -2, 2);
         lua_error(L);
     }
     p->fds[p->nfds] = d;
@@ -110,7 +116,9 @@ static int enc_udata(lua_State *L, int idx, void *ud) {
     return 0;
 }
 
-/* core.payload(env, value) -> payload; raises with the offending path */
+/* core.payload(env, value) -> payload | nil, err, ename; raises with the
+ * offending path on an unsendable value, and {err, ename} when the OS
+ * refuses a descriptor for a Connection or Queue in it */
 static int core_payload(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     luaL_checkany(L, 2);
@@ -345,7 +353,9 @@ static int core_set_executable(lua_State *L) {
 }
 
 static int core_get_executable(lua_State *L) {
-    lua_pushstring(L, lmp_runner_path());
+    char exe[PATH_MAX];
+    if (lmp_runner_path(exe, sizeof exe) < 0) return lmp_pushoserror(L, "get_executable", ENAMETOOLONG);
+    lua_pushstring(L, exe);
     return 1;
 }
 

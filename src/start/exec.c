@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -158,7 +159,9 @@ static char *search(void) {
                 size_t len = strlen(dir);
                 memcpy(cand, dir, len);
                 strcpy(cand + len, names[i]);
-                if (access(cand, X_OK) == 0) return strdup(cand);
+                struct stat st;
+                if (stat(cand, &st) == 0 && S_ISREG(st.st_mode) && access(cand, X_OK) == 0)
+                    return strdup(cand);
             }
         }
     }
@@ -169,10 +172,13 @@ static char *search(void) {
 #endif
 }
 
-const char *lmp_runner_path(void) {
+int lmp_runner_path(char *buf, size_t size) {
     pthread_mutex_lock(&path_lock);
     if (!set_path && !found_path) found_path = search();
-    const char *p = set_path ? set_path : found_path;
+    const char *p = set_path ? set_path : found_path ? found_path : "luamp";
+    size_t n = strlen(p);
+    int rc = n < size ? 0 : -ENAMETOOLONG;
+    if (!rc) memcpy(buf, p, n + 1);
     pthread_mutex_unlock(&path_lock);
-    return p ? p : "luamp";
+    return rc;
 }

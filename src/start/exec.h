@@ -34,9 +34,10 @@ pid_t lmp_exec(const char *exe, char *const argv[], const int *fds, int nfds, in
  * object this code was loaded from, which finds the build tree's runner
  * from build/process.so and an installed one from
  * PREFIX/lib/lua/5.4/process.so; else LUAMP_BINDIR/luamp (compiled in).
- * The string is owned by this module. */
-const char *lmp_runner_path(void);
-/* NULL goes back to the search.  0 or -ENOMEM. */
+ * The search runs once.  Copied into buf: 0, or -ENAMETOOLONG. */
+#include <stddef.h>
+int lmp_runner_path(char *buf, size_t size);
+/* NULL goes back to the search's answer.  0 or -ENOMEM. */
 int lmp_set_runner_path(const char *path);
 
 #endif

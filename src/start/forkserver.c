@@ -39,6 +39,18 @@ static struct {
 
 static int mine(void) { return fs.owner == getpid() && fs.pid > 0; }
 
+/* In any forked child: the lock may have been held by another thread,
+ * and the server is the parent's (its descriptors are closed there as
+ * tracked ones). */
+static void atfork_child(void) {
+    pthread_mutex_init(&fs_lock, NULL);
+    fs.owner = 0;
+    fs.pid = 0;
+    fs.conn = fs.alive_w = fs.self_fd = -1;
+}
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+static void install_atfork(void) { pthread_atfork(NULL, NULL, atfork_child); }
+
 static void forget(void) {
     lmp_fd_close(fs.conn);
     lmp_fd_close(fs.alive_w);
@@ -81,6 +93,14 @@ pid_t lmp_forkserver_pid(int fds[3]) {
     return pid;
 }
 
+/* Forget the server and make sure it is gone: killed (it may merely have
+ * closed its socket, or hang) and reaped. */
+static void drop_server_locked(void) {
+    pid_t pid = fs.pid;
+    forget();
+    if (pid > 0) lmp_kill_reap(pid);
+}
+
 /* A server that died (killed, crashed) is reaped and forgotten. */
 static void check_alive_locked(void) {
     if (!mine()) {
@@ -92,12 +112,7 @@ static void check_alive_locked(void) {
         return;
     }
     struct pollfd pf = {.fd = fs.conn, .events = POLLIN};
-    if (poll(&pf, 1, 0) > 0 && (pf.revents & (POLLHUP | POLLERR | POLLIN))) {
-        pid_t pid = fs.pid;
-        forget();
-        kill(pid, SIGKILL); /* if it merely closed the socket */
-        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {}
-    }
+    if (poll(&pf, 1, 0) > 0 && (pf.revents & (POLLHUP | POLLERR | POLLIN))) drop_server_locked();
 }
 
 static int start_server_locked(void) {
@@ -120,7 +135,9 @@ static int start_server_locked(void) {
     int fds[2] = {lfd, alive[0]};
     char *argv[] = {"luamp", "--luamp-forkserver", NULL};
     fflush(NULL);
-    pid = lmp_exec(lmp_runner_path(), argv, fds, 2, 0);
+    char exe[PATH_MAX];
+    pid = lmp_runner_path(exe, sizeof exe);
+    if (pid == 0) pid = lmp_exec(exe, argv, fds, 2, 0);
     if (pid < 0) {
         err = pid;
         goto out;
@@ -185,9 +202,12 @@ static int read_reply(pid_t *pid, int *pidfd) {
     } ctl;
     struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
                        .msg_controllen = sizeof ctl.buf};
+    /* The server replies right after its fork: a server that does not
+     * within this time is stuck (stopped, say) and is replaced. */
     struct pollfd pf = {.fd = fs.conn, .events = POLLIN};
-    int rc = lmp_poll(&pf, 1, -1);
+    int rc = lmp_poll(&pf, 1, LMP_FS_REPLY_TIMEOUT);
     if (rc < 0) return rc;
+    if (rc == 0) return -ETIMEDOUT;
     ssize_t n;
     do n = recvmsg(fs.conn, &m, MSG_CMSG_CLOEXEC);
     while (n < 0 && errno == EINTR);
@@ -227,6 +247,7 @@ static int fs_start(lmp_reg *r, lmp_child *c, const lmp_start_opts *o, lmp_child
         close2(res), close2(status);
         return err;
     }
+    pthread_once(&atfork_once, install_atfork);
     pthread_mutex_lock(&fs_lock);
     check_alive_locked();
     /* The parent sentinel: our pidfd, opened once; or a pipe whose write
@@ -249,9 +270,8 @@ static int fs_start(lmp_reg *r, lmp_child *c, const lmp_start_opts *o, lmp_child
         err = lmp_fault_hit("fork");
         if (!err) err = send_request(fds, LMP_FS_FIXED + pl->nfds, o->daemon);
         if (err == -EPIPE) { /* it died before reading: restart, once */
-            check_alive_locked();
-            forget();
-            err = 0;
+            drop_server_locked();
+            err = -ECONNRESET; /* if the second attempt fails the same way */
             continue;
         }
         break;
@@ -260,7 +280,9 @@ static int fs_start(lmp_reg *r, lmp_child *c, const lmp_start_opts *o, lmp_child
     int pidfd = -1;
     if (!err) {
         err = read_reply(&pid, &pidfd);
-        if (err == -ECONNRESET) check_alive_locked(); /* restarted next time */
+        /* gone or stuck mid-request: replaced at the next start (a child
+         * it may have forked reports 255, like the others in flight) */
+        if (err == -ECONNRESET || err == -ETIMEDOUT) drop_server_locked();
     }
     pthread_mutex_unlock(&fs_lock);
     close(res[1]);

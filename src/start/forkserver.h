@@ -31,6 +31,8 @@
 #include <sys/types.h>
 
 #define LMP_FS_MAGIC 0x4c4d5031u /* "LMP1" */
+/* Seconds the owner waits for a reply before it replaces the server. */
+#define LMP_FS_REPLY_TIMEOUT 30.0
 /* Descriptors of a request besides the payload's own. */
 #define LMP_FS_FIXED 4
 

@@ -36,6 +36,7 @@ typedef struct server {
     kid *kids;
     size_t nkids, capkids;
     sigset_t oldmask;
+    int sigint_ignored; /* the owner ignored SIGINT: so do the children */
 } server;
 
 static void close_all(const int *fds, int n) {
@@ -107,7 +108,7 @@ static void become_child(server *s, int self_conn, int daemon, pid_t server_pid)
     (void)self_conn;
     for (size_t i = 0; i < s->nkids; i++) close(s->kids[i].status_w);
     free(s->kids);
-    signal(SIGINT, SIG_DFL);
+    if (!s->sigint_ignored) signal(SIGINT, SIG_DFL);
     lmp_signals_reset(); /* and unblocks every signal */
     if (daemon) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -127,8 +128,9 @@ static int handle(server *s, int conn, lmp_served *out) {
     struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
                        .msg_controllen = sizeof ctl.buf};
     ssize_t n;
-    do n = recvmsg(conn, &m, MSG_CMSG_CLOEXEC);
+    do n = recvmsg(conn, &m, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
     while (n < 0 && errno == EINTR);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
     if (n <= 0) return -1;
     int fds[253], nfds = 0;
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
@@ -192,7 +194,8 @@ static int handle(server *s, int conn, lmp_served *out) {
 
 int lmp_forkserver_serve(int listen_fd, int alive_fd, lmp_served *out) {
     server s = {.lfd = listen_fd, .alive = alive_fd};
-    signal(SIGINT, SIG_IGN);
+    /* exec kept the owner's SIG_IGN (a nohup'ed or background job) */
+    s.sigint_ignored = signal(SIGINT, SIG_IGN) == SIG_IGN;
     sigset_t chld;
     sigemptyset(&chld);
     sigaddset(&chld, SIGCHLD);
@@ -209,8 +212,9 @@ int lmp_forkserver_serve(int listen_fd, int alive_fd, lmp_served *out) {
         if (rc < 0) return rc;
         if (pf[0].revents) break; /* the owner has ended */
         if (pf[1].revents) reap_all(&s);
+        int polled = s.nconn; /* a connection accepted below waits for the next poll */
         if (pf[2].revents) accept_one(&s);
-        for (int i = 0; i < s.nconn; i++) {
+        for (int i = 0; i < polled; i++) {
             if (!pf[3 + i].revents) continue;
             int h = handle(&s, s.conn[i], out);
             if (h == 1) return 1;

@@ -16,6 +16,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -63,8 +64,9 @@ static int spawn_start(lmp_reg *r, lmp_child *c, const lmp_start_opts *o, lmp_ch
     snprintf(a_first, sizeof a_first, "%d", first);
     char *argv[] = {"luamp", "--luamp-child", "spawn", a_res, a_par, a_first, NULL};
     fflush(NULL); /* the child shares our stdout; keep the order of output */
-    pid_t pid = lmp_exec(lmp_runner_path(), argv, fds, n,
-                         o->daemon ? LMP_EXEC_DIE_WITH_PARENT : 0);
+    char exe[PATH_MAX];
+    pid_t pid = lmp_runner_path(exe, sizeof exe);
+    if (pid == 0) pid = lmp_exec(exe, argv, fds, n, o->daemon ? LMP_EXEC_DIE_WITH_PARENT : 0);
     close(res[1]);
     if (!use_pidfd) close(death[1]), close(par[0]);
     if (pid < 0) {
