@@ -30,5 +30,13 @@ check "a stock lua5.4 requires the installed module" \
   sh -c "LUA_CPATH='$mod/?.so' lua5.4 -e 'local p = require \"process\"; local pi = require \"process.pi\"; assert(pi.leibniz(1, 1) == 1)'"
 check "the installed runner runs a script" \
   sh -c "LD_LIBRARY_PATH='$lib' \"\$(find '$d' -path '*/bin/luamp')\" -e 'print(require(\"process\").cpu_count())' | grep -q '^[0-9]'"
+check "spawn from the installed module runs the installed runner" \
+  sh -c "LD_LIBRARY_PATH='$lib' LUA_CPATH='$mod/?.so' lua5.4 -e '
+    local process = require \"process\"
+    local exe = process._get_executable()
+    assert(exe:find(\"$d\", 1, true) == 1 and exe:match(\"/bin/luamp\$\"), exe)
+    local p = process.get_context(\"spawn\").Process{target = function(a) return a + 1 end, args = {41}}
+    assert(p:start()):join()
+    assert(p:result() == 42, p.error)'"
 echo "1..$n"
 exit $failed
