@@ -29,9 +29,10 @@ local state = {
   method = nil,    -- set by set_start_method
 }
 
-local START_METHODS = { fork = true, spawn = true, forkserver = true }
 -- The default first (get_all_start_methods).
 local AVAILABLE = { "fork", "spawn", "forkserver" }
+local START_METHODS = {}
+for _, m in ipairs(AVAILABLE) do START_METHODS[m] = true end
 
 local function argerror(n, fname, msg, level)
   error(fmt("bad argument #%d to '%s' (%s)", n, fname, msg), (level or 1) + 1)
@@ -686,9 +687,6 @@ end
 local function check_method(method, fname, level)
   if type(method) ~= "string" then argerror(1, fname, "string expected, got " .. type(method), level + 1) end
   if not START_METHODS[method] then error(fmt("cannot find context for '%s'", method), level + 1) end
-  local ok = false
-  for _, m in ipairs(AVAILABLE) do ok = ok or m == method end
-  if not ok then error(fmt("start method '%s' is not available in this build", method), level + 1) end
 end
 
 -- set_start_method(m[, force]); set_start_method(nil, true) goes back to

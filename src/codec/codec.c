@@ -284,6 +284,20 @@ static void enter(enc *e) {
 /* Build the reverse map table -> name from package.loaded.  Names other
  * than "_G" win (the global table itself never gets here: it is the
  * GLOBALS marker); among those, whichever lua_next meets first. */
+/* map[stack[key]] = the value on top (popped), unless the key is there
+ * already: the reverse maps keep the first name found. */
+static void set_once(lua_State *L, int map, int key) {
+    lua_pushvalue(L, key);
+    if (lua_rawget(L, map) == LUA_TNIL) {
+        lua_pop(L, 1);
+        lua_pushvalue(L, key);
+        lua_insert(L, -2);
+        lua_rawset(L, map);
+    } else {
+        lua_pop(L, 2);
+    }
+}
+
 static void build_mods(enc *e) {
     lua_State *L = e->L;
     luaL_checkstack(L, 8, "codec");
@@ -302,13 +316,8 @@ static void build_mods(enc *e) {
                 const char *name = lua_tolstring(L, loaded + 1, &len);
                 int is_g = len == 2 && memcmp(name, "_G", 2) == 0;
                 if (is_g == pass) {
-                    lua_pushvalue(L, loaded + 2);
-                    if (lua_rawget(L, e->mods) == LUA_TNIL) {
-                        lua_pushvalue(L, loaded + 2);
-                        lua_pushvalue(L, loaded + 1);
-                        lua_rawset(L, e->mods);
-                    }
-                    lua_pop(L, 1);
+                    lua_pushvalue(L, loaded + 1);
+                    set_once(L, e->mods, loaded + 2);
                 }
             }
             lua_pop(L, 1);
@@ -413,13 +422,8 @@ static void build_cfuncs(enc *e) {
             if (strlen(mod) != mlen || (strcmp(mod, "_G") == 0) != pass)
                 goto next;
             if (lua_iscfunction(L, loaded + 2)) {
-                lua_pushvalue(L, loaded + 2);
-                if (lua_rawget(L, e->cfuncs) == LUA_TNIL) {
-                    lua_pushvalue(L, loaded + 2);
-                    lua_pushlstring(L, mod, mlen + 1); /* "mod\0" */
-                    lua_rawset(L, e->cfuncs);
-                }
-                lua_pop(L, 1);
+                lua_pushlstring(L, mod, mlen + 1); /* "mod\0" */
+                set_once(L, e->cfuncs, loaded + 2);
             } else if (lua_type(L, loaded + 2) == LUA_TTABLE) {
                 lua_pushnil(L);
                 while (lua_next(L, loaded + 2)) { /* +3 field, +4 value */

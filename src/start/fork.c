@@ -3,7 +3,7 @@
  *
  * Provides: lmp_method_fork.  The child is a copy of the caller; it returns
  * from start() and the binding runs the target in it.
- * Uses: core/child.h, core/sys.h.
+ * Uses: core/child.h, core/sys.h, the shared channels (method.h).
  *
  * Order matters here:
  *  - every descriptor is created O_CLOEXEC before fork, so a concurrent
@@ -38,32 +38,10 @@
 #include "core/sys.h"
 #include "method.h"
 
-static void close2(int p[2]) {
-    if (p[0] >= 0) close(p[0]);
-    if (p[1] >= 0) close(p[1]);
-}
-
 static int fork_start(lmp_reg *r, lmp_child *c, const lmp_start_opts *o, lmp_child_info *info) {
-    int use_pidfd = lmp_have_pidfd();
-    int res[2] = {-1, -1}, death[2] = {-1, -1}, par[2] = {-1, -1};
-    int err = lmp_fault_hit("pipe");
+    lmp_channels ch;
+    int err = lmp_channels_open(&ch);
     if (err) return err;
-    /* the result channel (result.h): a socket, for passing a memfd */
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, res) < 0) return -errno;
-    /* Without pidfd: the child holds the write end of `death` (EOF tells
-     * the parent it ended), the parent the write end of `par` (EOF tells
-     * the child its parent ended). */
-    if (!use_pidfd && (pipe2(death, O_CLOEXEC) < 0 || pipe2(par, O_CLOEXEC) < 0)) {
-        err = -errno;
-        close2(res), close2(death), close2(par);
-        return err;
-    }
-    int spare = -1; /* the pidfd's slot, reserved */
-    if (use_pidfd && (spare = fcntl(res[0], F_DUPFD_CLOEXEC, 0)) < 0) {
-        err = -errno;
-        close2(res);
-        return err;
-    }
     pid_t parent = getpid();
     fflush(NULL);
     sigset_t all, old;
@@ -74,55 +52,28 @@ static int fork_start(lmp_reg *r, lmp_child *c, const lmp_start_opts *o, lmp_chi
     if (pid != 0) pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (pid < 0) {
         if (!err) err = -errno;
-        close2(res), close2(death), close2(par);
-        if (spare >= 0) close(spare);
+        lmp_channels_close(&ch);
         return err;
     }
     if (pid == 0) {
-        close(res[0]);
-        if (spare >= 0) close(spare);
-        if (!use_pidfd) close(death[0]), close(par[1]);
+        close(ch.res[0]);
+        if (ch.spare >= 0) close(ch.spare);
+        if (!ch.use_pidfd) close(ch.death[0]), close(ch.par[1]);
         lmp_reg_after_fork(-1);
         lmp_signals_reset(); /* handlers to default, then unblock all */
         if (o->daemon) {
             prctl(PR_SET_PDEATHSIG, SIGKILL);
             if (getppid() != parent) raise(SIGKILL); /* it died before the flag was set */
         }
-        lmp_fd_track(res[1]);
-        lmp_fd_track(death[1]);
-        lmp_fd_track(par[0]);
-        info->result_w = res[1];
-        info->parent_r = par[0];
+        lmp_fd_track(ch.res[1]);
+        lmp_fd_track(ch.death[1]);
+        lmp_fd_track(ch.par[0]);
+        info->result_w = ch.res[1];
+        info->parent_r = ch.par[0];
         info->parent_pid = parent;
         return 1;
     }
-    close(res[1]);
-    if (!use_pidfd) close(death[1]), close(par[0]);
-    int sentinel = death[0];
-    if (use_pidfd) {
-        close(spare);
-        sentinel = lmp_fault_hit("pidfd");
-        if (!sentinel) sentinel = lmp_pidfd_open(pid);
-        if (sentinel < 0) {
-            err = sentinel;
-            lmp_kill_reap(pid);
-            close(res[0]);
-            return err;
-        }
-    }
-    fcntl(res[0], F_SETFL, O_NONBLOCK);
-    c->pid = pid;
-    c->sentinel = sentinel;
-    c->is_pidfd = use_pidfd;
-    c->result_fd = res[0];
-    c->parent_w = par[1];
-    c->daemon = o->daemon ? 1 : 0;
-    c->ended = 0;
-    lmp_fd_track(sentinel);
-    lmp_fd_track(res[0]);
-    lmp_fd_track(par[1]);
-    lmp_child_link(r, c);
-    return 0;
+    return lmp_channels_adopt(&ch, r, c, pid, o->daemon);
 }
 
 const lmp_method lmp_method_fork = {"fork", fork_start};

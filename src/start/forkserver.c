@@ -103,14 +103,7 @@ static void drop_server_locked(void) {
 
 /* A server that died (killed, crashed) is reaped and forgotten. */
 static void check_alive_locked(void) {
-    if (!mine()) {
-        if (fs.owner != getpid()) { /* inherited through fork: not ours */
-            fs.owner = getpid();
-            fs.pid = 0;
-            fs.conn = fs.alive_w = fs.self_fd = -1;
-        }
-        return;
-    }
+    if (!mine()) return; /* none, or the parent's (reset by atfork_child) */
     struct pollfd pf = {.fd = fs.conn, .events = POLLIN};
     if (poll(&pf, 1, 0) > 0 && (pf.revents & (POLLHUP | POLLERR | POLLIN))) drop_server_locked();
 }

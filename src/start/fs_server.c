@@ -100,12 +100,11 @@ static void reply(int conn, int err, pid_t pid, int pidfd) {
 }
 
 /* In the new child: keep the request's descriptors, drop the server's. */
-static void become_child(server *s, int self_conn, int daemon, pid_t server_pid) {
+static void become_child(server *s, int daemon, pid_t server_pid) {
     close(s->lfd);
     close(s->alive);
     close(s->sfd);
     close_all(s->conn, s->nconn);
-    (void)self_conn;
     for (size_t i = 0; i < s->nkids; i++) close(s->kids[i].status_w);
     free(s->kids);
     if (!s->sigint_ignored) signal(SIGINT, SIG_DFL);
@@ -175,7 +174,7 @@ static int handle(server *s, int conn, lmp_served *out) {
     }
     if (pid == 0) {
         close(fds[2]); /* the status socket is the server's to write */
-        become_child(s, conn, rq.daemon != 0, server_pid);
+        become_child(s, rq.daemon != 0, server_pid);
         out->payload_fd = fds[0];
         out->result_w = fds[1];
         out->parent_fd = fds[3];

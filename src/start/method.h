@@ -44,6 +44,28 @@ typedef struct lmp_method {
     int (*start)(lmp_reg *r, lmp_child *c, const lmp_start_opts *o, lmp_child_info *info);
 } lmp_method;
 
+/* What fork and spawn share (channels.c).  The descriptors between a
+ * parent and a child it creates itself, all O_CLOEXEC: res, the result
+ * channel (parent reads res[0]); without pidfds, death (the child holds
+ * death[1]; EOF tells the parent it ended) and par (the parent holds
+ * par[1]; EOF tells the child its parent ended); with pidfds, spare, a
+ * descriptor slot kept for the pidfd so that the descriptor limit refuses
+ * start() before any child exists. */
+typedef struct lmp_channels {
+    int res[2], death[2], par[2];
+    int spare;
+    int use_pidfd;
+} lmp_channels;
+
+/* 0, or -errno with nothing left open. */
+int lmp_channels_open(lmp_channels *ch);
+/* Close every descriptor still open (a failed start). */
+void lmp_channels_close(lmp_channels *ch);
+/* In the parent once the child pid exists: close the child's ends, open
+ * its sentinel (a pidfd, or death[0]), fill c and link it into r.  0, or
+ * -errno after killing and reaping the child and closing everything. */
+int lmp_channels_adopt(lmp_channels *ch, lmp_reg *r, lmp_child *c, pid_t pid, int daemon);
+
 extern const lmp_method lmp_method_fork;
 extern const lmp_method lmp_method_spawn;
 extern const lmp_method lmp_method_forkserver;

@@ -1,0 +1,75 @@
+/*
+ * channels.c - what fork and spawn share: the descriptors between a parent
+ * and a child it creates itself, and the parent's side once the child
+ * exists (see method.h).
+ *
+ *  - the result channel (result.h): a socket, for passing a memfd;
+ *  - without pidfds: the child holds the write end of `death` (EOF tells
+ *    the parent it ended), the parent the write end of `par` (EOF tells
+ *    the child its parent ended);
+ *  - with pidfds: a descriptor slot reserved for the pidfd, freed just
+ *    before pidfd_open, so that the descriptor limit refuses start()
+ *    before any child exists.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/sys.h"
+#include "method.h"
+
+static void close_fd(int *fd) {
+    if (*fd >= 0) close(*fd);
+    *fd = -1;
+}
+
+void lmp_channels_close(lmp_channels *ch) {
+    close_fd(&ch->res[0]), close_fd(&ch->res[1]);
+    close_fd(&ch->death[0]), close_fd(&ch->death[1]);
+    close_fd(&ch->par[0]), close_fd(&ch->par[1]);
+    close_fd(&ch->spare);
+}
+
+int lmp_channels_open(lmp_channels *ch) {
+    *ch = (lmp_channels){{-1, -1}, {-1, -1}, {-1, -1}, -1, lmp_have_pidfd()};
+    int err = lmp_fault_hit("pipe");
+    if (err) return err;
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ch->res) < 0 ||
+        (!ch->use_pidfd && (pipe2(ch->death, O_CLOEXEC) < 0 || pipe2(ch->par, O_CLOEXEC) < 0)) ||
+        (ch->use_pidfd && (ch->spare = fcntl(ch->res[0], F_DUPFD_CLOEXEC, 0)) < 0)) {
+        err = -errno;
+        lmp_channels_close(ch);
+        return err;
+    }
+    return 0;
+}
+
+int lmp_channels_adopt(lmp_channels *ch, lmp_reg *r, lmp_child *c, pid_t pid, int daemon) {
+    close_fd(&ch->res[1]), close_fd(&ch->death[1]), close_fd(&ch->par[0]);
+    int sentinel = ch->death[0];
+    if (ch->use_pidfd) {
+        close_fd(&ch->spare);
+        sentinel = lmp_fault_hit("pidfd");
+        if (!sentinel) sentinel = lmp_pidfd_open(pid);
+        if (sentinel < 0) {
+            /* start() either fully succeeds or leaves no process */
+            lmp_kill_reap(pid);
+            lmp_channels_close(ch);
+            return sentinel;
+        }
+    }
+    fcntl(ch->res[0], F_SETFL, O_NONBLOCK);
+    c->pid = pid;
+    c->sentinel = sentinel;
+    c->is_pidfd = ch->use_pidfd;
+    c->result_fd = ch->res[0];
+    c->parent_w = ch->par[1];
+    c->daemon = daemon ? 1 : 0;
+    c->ended = 0;
+    lmp_fd_track(sentinel);
+    lmp_fd_track(ch->res[0]);
+    lmp_fd_track(ch->par[1]);
+    lmp_child_link(r, c);
+    return 0;
+}
