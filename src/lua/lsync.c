@@ -149,6 +149,7 @@ static int new_cond(lua_State *L) {
 
 /* process.Barrier(n [, action [, timeout]]) */
 static int new_barrier(lua_State *L) {
+    lua_settop(L, 3);
     lua_Integer n = checkcount(L, 1, 0, 1);
     luaL_argcheck(L, n <= UINT32_MAX, 1, "too many parties");
     if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TFUNCTION);
