@@ -358,17 +358,19 @@ describe("Condition [" .. method .. "]", function()
   end)
 
   it("_TestCondition.test_waitfor", function()
-    local cond, state = ctx.Condition(), ctx.Value("int32", -1)
-    local p = spawn(ctx, function(cond, state)
+    local cond, state, ready = ctx.Condition(), ctx.Value("int32", -1), ctx.Event()
+    local p = spawn(ctx, function(cond, state, ready)
       cond:acquire()
-      local r = cond:wait_for(function() return state.value == 0 end, 10)
+      ready:set()
+      local r = cond:wait_for(function() return state.value >= 0 end, 10)
       local r2 = cond:wait_for(function() return state.value == 4 and "four" end, 10)
       cond:release()
       return r, r2
-    end, cond, state)
+    end, cond, state, ready)
+    assert.is_true(ready:wait(10))
     for i = 0, 4 do
-      sleep(0.02)
       cond:acquire(); state.value = i; cond:notify(); cond:release()
+      sleep(0.02)
     end
     join_all {p}
     assert.same({true, "four"}, {p:result()})
