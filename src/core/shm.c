@@ -133,7 +133,7 @@ int lmp_robust_lock(pthread_mutex_t *m, const struct timespec *dl) {
 /* glibc's gettid() is a system call every time; the fast paths compare
  * owners, so the id is cached per thread and forgotten in a fork child
  * (which has a new one). */
-static __thread pid_t tid_cache;
+static __thread pid_t tid_cache __attribute__((tls_model("initial-exec")));
 static pthread_once_t tid_once = PTHREAD_ONCE_INIT;
 
 static void tid_forget(void) { tid_cache = 0; }

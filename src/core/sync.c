@@ -358,6 +358,8 @@ int lmp_lock_acquire(lmp_sync *s, double timeout) {
         } else {
             rc = -rc;
         }
+    } else if (timeout < 0) {
+        rc = lmp_robust_lock(&k->m, NULL);
     } else {
         struct timespec ts;
         rc = lmp_robust_lock(&k->m, lmp_deadline(timeout, &ts));

@@ -49,8 +49,17 @@ static Sync *testsync(lua_State *L, int idx) {
     return ok ? u : NULL;
 }
 
+/* Methods are closures over their class's metatable (upvalue 1), so the
+ * usual call, obj:method(), is checked with one pointer comparison; other
+ * receivers take the general path. */
 static Sync *checksync(lua_State *L, int idx, unsigned kinds, const char *tname) {
-    Sync *u = testsync(L, idx);
+    Sync *u = lua_touserdata(L, idx);
+    if (u && idx == 1 && lua_getmetatable(L, 1)) {
+        int same = lua_rawequal(L, -1, lua_upvalueindex(1));
+        lua_pop(L, 1);
+        if (same && u->s && (kinds & K(u->kind))) return u;
+    }
+    u = testsync(L, idx);
     if (!u || !(kinds & K(u->kind))) luaL_typeerror(L, idx, tname);
     if (!u->s) luaL_error(L, "%s is closed", tname);
     return u;
@@ -653,10 +662,8 @@ static int shared_index(lua_State *L) {
         pushelem(L, u, 0);
         return 1;
     }
-    lua_getmetatable(L, 1);
-    lua_getfield(L, -1, "methods");
     lua_pushvalue(L, 2);
-    lua_rawget(L, -2);
+    lua_rawget(L, lua_upvalueindex(2));
     return 1;
 }
 
@@ -784,10 +791,8 @@ static int barrier_index(lua_State *L) {
     else if (k && strcmp(k, "parties") == 0) lua_pushinteger(L, lmp_barrier_parties(u->s));
     else if (k && strcmp(k, "n_waiting") == 0) lua_pushinteger(L, lmp_barrier_waiting(u->s));
     else {
-        lua_getmetatable(L, 1);
-        lua_getfield(L, -1, "methods");
         lua_pushvalue(L, 2);
-        lua_rawget(L, -2);
+        lua_rawget(L, lua_upvalueindex(2));
     }
     return 1;
 }
@@ -826,16 +831,19 @@ static void setmeta(lua_State *L, Sync *u) {
         lua_pushboolean(L, 1);
         lua_rawsetp(L, -2, &MARK);
         lua_newtable(L);
-        luaL_setfuncs(L, m, 0);
+        lua_pushvalue(L, -2);
+        luaL_setfuncs(L, m, 1); /* upvalue: the metatable (checksync) */
         if (u->kind == LMP_SYNC_SHARED || u->kind == LMP_SYNC_BARRIER) {
-            lua_setfield(L, -2, "methods");
-            lua_pushcfunction(L, u->kind == LMP_SYNC_BARRIER ? barrier_index : shared_index);
+            lua_pushvalue(L, -2); /* upvalues: the metatable, the methods */
+            lua_insert(L, -2);
+            lua_pushcclosure(L, u->kind == LMP_SYNC_BARRIER ? barrier_index : shared_index, 2);
             lua_setfield(L, -2, "__index");
         } else {
             lua_setfield(L, -2, "__index");
         }
         if (u->kind == LMP_SYNC_SHARED) {
-            lua_pushcfunction(L, shared_newindex);
+            lua_pushvalue(L, -1);
+            lua_pushcclosure(L, shared_newindex, 1);
             lua_setfield(L, -2, "__newindex");
             lua_pushcfunction(L, shared_tostring);
             lua_setfield(L, -2, "__tostring");
