@@ -399,7 +399,8 @@ if want("sync") then
   row("sync", "Lock acquire+release pair, uncontended", l, "ns", c, "C robust pshared pthread mutex", l / c, "<= 3x C")
   if python then
     local py = num(python .. " lockpair " .. scale(1000000))
-    row("sync", "Python multiprocessing.Lock pair (for comparison)", py, "ns", c, "C robust pshared pthread mutex", py / c, "")
+    row("sync", "Python multiprocessing.Lock pair (for comparison)", py, "ns", c,
+      "C robust pshared pthread mutex", py / c, "")
   end
   local adds = {}
   for r = 1, 3 do adds[r] = value_adds(scale(1000000)) end
