@@ -20,6 +20,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/sync.h"
 #include "lauxlib.h"
@@ -27,6 +28,7 @@
 #include "luamp.h"
 
 typedef struct Sync {
+    const void *tag; /* &MARK: see checksync */
     lmp_sync *s;
     int kind;    /* LMP_SYNC_* */
     int flavour; /* Semaphore: bounded; shared: 1 Value, 2 Array */
@@ -34,10 +36,10 @@ typedef struct Sync {
 } Sync;
 
 static const char MARK = 0; /* key of the marker in our metatables */
+#define K(k) (1u << (k))
 
 enum { VALUE = 1, ARRAY = 2 };
 
-#define K(k) (1u << (k))
 #define LOCKS (K(LMP_SYNC_LOCK) | K(LMP_SYNC_RLOCK))
 #define HOLDABLE (LOCKS | K(LMP_SYNC_SEM) | K(LMP_SYNC_COND))
 
@@ -49,16 +51,16 @@ static Sync *testsync(lua_State *L, int idx) {
     return ok ? u : NULL;
 }
 
-/* Methods are closures over their class's metatable (upvalue 1), so the
- * usual call, obj:method(), is checked with one pointer comparison; other
- * receivers take the general path. */
+/* The usual call, obj:method(), is checked without touching the
+ * metatable: a full userdata of our size whose first word is the address
+ * of MARK is one of ours (Lua code cannot write a userdata's bytes, and no
+ * other library stores that address).  Anything else takes the general
+ * path through the metatable. */
 static Sync *checksync(lua_State *L, int idx, unsigned kinds, const char *tname) {
     Sync *u = lua_touserdata(L, idx);
-    if (u && idx == 1 && lua_getmetatable(L, 1)) {
-        int same = lua_rawequal(L, -1, lua_upvalueindex(1));
-        lua_pop(L, 1);
-        if (same && u->s && (kinds & K(u->kind))) return u;
-    }
+    if (u && lua_rawlen(L, idx) == sizeof(Sync) && /* 0 for a light userdata */
+        u->tag == &MARK && u->s && (kinds & K(u->kind)))
+        return u;
     u = testsync(L, idx);
     if (!u || !(kinds & K(u->kind))) luaL_typeerror(L, idx, tname);
     if (!u->s) luaL_error(L, "%s is closed", tname);
@@ -92,6 +94,7 @@ static void setmeta(lua_State *L, Sync *u);
 
 static Sync *newsync(lua_State *L, int kind, int flavour) {
     Sync *u = lua_newuserdatauv(L, sizeof *u, 1);
+    u->tag = &MARK;
     u->s = NULL;
     u->kind = kind;
     u->flavour = flavour;
@@ -174,7 +177,7 @@ static int new_barrier(lua_State *L) {
 
 static int lock_acquire(lua_State *L) {
     Sync *u = checksync(L, 1, LOCKS, "Lock");
-    double t = lmp_opttimeout(L, 2, -1);
+    double t = lua_gettop(L) < 2 ? -1 : lmp_opttimeout(L, 2, -1);
     int rc = lmp_lock_acquire(u->s, t);
     if (rc == 0) {
         lua_pushboolean(L, 1);
@@ -233,11 +236,16 @@ static int sync_with(lua_State *L) {
 
 #define GUARD "process.Guard"
 
+/* The guard holds the pid that acquired: a fork child inheriting an open
+ * guard must not release what its parent holds (a Semaphore would gain a
+ * unit). */
 static int guard_close(lua_State *L) {
     lua_getiuservalue(L, 1, 1);
-    int *held = lua_touserdata(L, 1);
+    pid_t *held = lua_touserdata(L, 1);
     if (*held) {
+        int mine = *held == getpid();
         *held = 0;
+        if (!mine) return 0;
         Sync *u = testsync(L, -1);
         if (u && u->s) unhold(holdee(L, lua_gettop(L), u));
     }
@@ -249,7 +257,7 @@ static int guard_close(lua_State *L) {
  * a guard has no way to return it. */
 static int sync_guard(lua_State *L) {
     Sync *u = holdee(L, 1, checksync(L, 1, HOLDABLE, "Lock"));
-    int *held = lua_newuserdatauv(L, sizeof(int), 1);
+    pid_t *held = lua_newuserdatauv(L, sizeof(pid_t), 1);
     *held = 0;
     if (luaL_newmetatable(L, GUARD)) {
         lua_pushcfunction(L, guard_close);
@@ -263,7 +271,7 @@ static int sync_guard(lua_State *L) {
     int rc = hold(u, -1);
     if (rc == -EOWNERDEAD) return luaL_error(L, "lock owner died");
     if (rc < 0) return luaL_error(L, "acquire: %s", strerror(-rc));
-    *held = 1;
+    *held = getpid();
     return 1;
 }
 
