@@ -230,6 +230,21 @@ describe("Semaphore [" .. method .. "]", function()
     assert.equal(2, sem:get_value())
   end)
 
+  if method == "fork" then
+    it("a fork child inheriting an open guard does not release its parent's unit", function()
+      local sem = ctx.Semaphore(1)
+      do
+        local g <close> = sem:guard()
+        -- the child's copy of the guard is closed there (as a state
+        -- closed at exit would): it must not give back the parent's unit
+        local p = spawn(ctx, function() getmetatable(g).__close(g) end)
+        join_all {p}
+        assert.equal(0, sem:get_value())
+      end
+      assert.equal(1, sem:get_value())
+    end)
+  end
+
   it("a unit released for another process is not given back twice", function()
     local sem, e = ctx.BoundedSemaphore(1), ctx.Event()
     local holder = spawn(ctx, function(s, e) s:acquire(); e:set(); process.sleep(60) end, sem, e)
