@@ -151,8 +151,12 @@ static void wake_everyone(struct qshared *sh) {
 static int qlock(struct qshared *sh, const struct timespec *dl) {
     struct timespec grace; /* see queue.h: a busy lock is not a full queue */
     if (dl) {
-        grace = *dl;
-        grace.tv_sec += 1;
+        grace = *dl; /* + 0.1 s */
+        grace.tv_nsec += 100000000L;
+        if (grace.tv_nsec >= 1000000000L) {
+            grace.tv_sec++;
+            grace.tv_nsec -= 1000000000L;
+        }
         dl = &grace;
     }
     int rc = dl ? pthread_mutex_clocklock(&sh->lock, CLOCK_MONOTONIC, dl)

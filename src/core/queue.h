@@ -24,9 +24,9 @@
  *    waiting leaves nothing behind but a waiter count that is one too high,
  *    which only costs later wakers a spurious FUTEX_WAKE.
  *  - Timeouts are seconds on CLOCK_MONOTONIC and also bound the wait for
- *    the lock, with one second of grace (so a put or get with timeout 0
- *    is not refused because another process held the lock for a
- *    microsecond); a call never reports a timeout before it has elapsed.
+ *    the lock, with 0.1 s of grace (so a put or get with timeout 0 is not
+ *    refused because another process held the lock for a microsecond);
+ *    a call never reports a timeout before it has elapsed.
  *  - Task accounting for JoinableQueue: every put counts one unfinished
  *    task in the same commit as the message (a producer killed mid-put
  *    leaves neither), lmp_queue_task_done and lmp_queue_join settle them.

@@ -8,7 +8,7 @@
  * every process that can write the segment could corrupt it.
  *
  * Internal mutexes (Semaphore, Barrier) are held for a few instructions;
- * they are taken with the caller's deadline plus a second of grace, so a
+ * they are taken with the caller's deadline plus 0.1 s of grace, so a
  * "do not wait" call is not refused because another process was inside
  * for a microsecond, and a holder stopped with SIGSTOP still cannot keep
  * a caller past its timeout by more than that.
@@ -97,8 +97,12 @@ struct lmp_sync {
 static int ilock(pthread_mutex_t *m, const struct timespec *dl) {
     struct timespec ts;
     if (dl) {
-        ts = *dl;
-        ts.tv_sec += 1;
+        ts = *dl; /* + 0.1 s */
+        ts.tv_nsec += 100000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
         dl = &ts;
     }
     int rc = lmp_robust_lock(m, dl);
