@@ -713,8 +713,9 @@ static int shared_tostring(lua_State *L) {
 
 static int checktype(lua_State *L, int arg) { return luaL_checkoption(L, arg, NULL, TYPES) + 1; }
 
-/* The lock option: {lock = true} (default: an RLock), false, or a lock. */
-static void setlock(lua_State *L, int opts) {
+/* The lock option: {lock = true} (default: an RLock), false, or a lock.
+ * Returns 0, or -errno when the OS refuses a new RLock. */
+static int setlock(lua_State *L, int opts) {
     int has = 1;
     if (!lua_isnoneornil(L, opts)) {
         luaL_checktype(L, opts, LUA_TTABLE);
@@ -723,15 +724,19 @@ static void setlock(lua_State *L, int opts) {
         else if (!lua_isnil(L, -1)) {
             checksync(L, -1, LOCKS, "Lock or RLock");
             lua_setiuservalue(L, -2, 1);
-            return;
+            return 0;
         }
         lua_pop(L, 1);
     }
-    if (!has) return;
+    if (!has) return 0;
     Sync *l = newsync(L, LMP_SYNC_RLOCK, 0);
     int rc = lmp_lock_new(1, &l->s);
-    if (rc < 0) luaL_error(L, "RLock: %s", strerror(-rc)); /* rare: memfd refused */
+    if (rc < 0) {
+        lua_pop(L, 1);
+        return rc;
+    }
     lua_setiuservalue(L, -2, 1);
+    return 0;
 }
 
 /* process.Value(type, init [, {lock = ...}]) */
@@ -744,7 +749,7 @@ static int new_value(lua_State *L) {
     int rc = lmp_shared_new(t, 1, &u->s);
     if (rc < 0) return lmp_pushoserror(L, "Value", -rc);
     storeelem(u, 0, &e);
-    setlock(L, 3);
+    if ((rc = setlock(L, 3)) < 0) return lmp_pushoserror(L, "Value", -rc);
     return 1;
 }
 
@@ -768,7 +773,7 @@ static int new_array(lua_State *L) {
         storeelem(u, (size_t)(i - 1), &e);
         lua_pop(L, 1);
     }
-    setlock(L, 3);
+    if ((rc = setlock(L, 3)) < 0) return lmp_pushoserror(L, "Array", -rc);
     return 1;
 }
 
