@@ -13,7 +13,10 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -119,6 +122,13 @@ static int hold_units(lmp_sync *s) {
     return 0;
 }
 
+static int hold_one(lmp_sync *s) {
+    if (lmp_sem_acquire(s, 0)) return 1;
+    signal_ready();
+    pause();
+    return 0;
+}
+
 static int take_unit(lmp_sync *s) { return lmp_sem_acquire(s, 10) == 0 ? 0 : 1; }
 
 static int barrier_party(lmp_sync *s) {
@@ -146,6 +156,44 @@ static int cond_waiter(lmp_sync *c) {
     int rc = lmp_cond_wait(c, cond_lock, 10);
     lmp_lock_release(cond_lock);
     return rc == 0 ? 0 : 2;
+}
+
+/* Threads count as waiters of their own (a token each). */
+static lmp_sync *t_cond, *t_lock;
+static atomic_int t_in;
+
+static void *thread_waiter(void *arg) {
+    (void)arg;
+    lmp_lock_acquire(t_lock, -1);
+    atomic_fetch_add(&t_in, 1);
+    int rc = lmp_cond_wait(t_cond, t_lock, 10);
+    lmp_lock_release(t_lock);
+    return (void *)(intptr_t)rc;
+}
+
+static void test_cond_full(void) {
+    pthread_t th[LMP_COND_WAITERS];
+    ok(lmp_lock_new(0, &t_lock) == 0 && lmp_cond_new(&t_cond) == 0, "Condition over a Lock");
+    for (int i = 0; i < LMP_COND_WAITERS; i++) pthread_create(&th[i], NULL, thread_waiter, NULL);
+    double end = now() + 10;
+    while (atomic_load(&t_in) < LMP_COND_WAITERS && now() < end) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    /* the last one to count itself may still be on its way into wait */
+    ok(lmp_lock_acquire(t_lock, 10) == 0, "%d threads wait", LMP_COND_WAITERS);
+    ok(lmp_cond_wait(t_cond, t_lock, 1) == -EAGAIN, "one more waiter: -EAGAIN, lock still held");
+    ok(lmp_lock_owned(t_lock) == 1 && lmp_cond_notify(t_cond, t_lock, -1) == 0, "notify_all");
+    lmp_lock_release(t_lock);
+    int all = 1;
+    for (int i = 0; i < LMP_COND_WAITERS; i++) {
+        void *r;
+        pthread_join(th[i], &r);
+        all &= r == NULL;
+    }
+    ok(all, "every thread was notified");
+    lmp_sync_free(t_cond);
+    lmp_sync_free(t_lock);
 }
 
 int main(void) {
@@ -202,6 +250,20 @@ int main(void) {
     ok(lmp_sem_value(s) == 2, "and its own came back when it exited: 2");
     lmp_sync_free(s);
 
+    /* more holders than records: the extra ones' units cannot come back */
+    ok(lmp_sem_new(LMP_SEM_HOLDERS + 6, 0, &s) == 0, "Semaphore(holders + 6)");
+    pid_t many[LMP_SEM_HOLDERS + 2];
+    int all_ready = 1;
+    for (int i = 0; i < LMP_SEM_HOLDERS + 2; i++) {
+        many[i] = child(hold_one, s);
+        all_ready &= wait_ready();
+    }
+    ok(all_ready && lmp_sem_value(s) == 4, "holders + 2 children hold a unit each: 4 left");
+    for (int i = 0; i < LMP_SEM_HOLDERS + 2; i++) kill(many[i], SIGKILL);
+    for (int i = 0; i < LMP_SEM_HOLDERS + 2; i++) status_of(many[i]);
+    ok(lmp_sem_value(s) == LMP_SEM_HOLDERS + 4, "the recorded units came back, the 2 others did not");
+    lmp_sync_free(s);
+
     /* ---- condition: a dead waiter does not take a notify ---- */
     ok(lmp_lock_new(1, &cond_lock) == 0 && lmp_cond_new(&c) == 0, "Condition");
     ok(lmp_cond_wait(c, cond_lock, 0) == -EPERM, "wait without the lock: EPERM");
@@ -217,6 +279,8 @@ int main(void) {
     ok(status_of(live) == 0, "reached the live waiter");
     lmp_sync_free(c);
     lmp_sync_free(cond_lock);
+
+    test_cond_full();
 
     /* ---- barrier: a dead party breaks it ---- */
     ok(lmp_barrier_new(3, &b) == 0, "Barrier(3)");
