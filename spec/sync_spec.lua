@@ -462,6 +462,17 @@ describe("Barrier [" .. method .. "]", function()
     assert.equal(2, count.value)
   end)
 
+  it("an action that raises breaks the barrier; its error reaches the last party", function()
+    local b = ctx.Barrier(2, function() error("action failed") end)
+    local other = spawn(ctx, function(b) return pcall(b.wait, b, 10) end, b)
+    until_(function() return b.n_waiting == 1 end)
+    assert.has_error(function() b:wait(10) end)
+    assert.equal(0, other:join(10))
+    local ok, err = other:result()
+    assert.is_false(ok); assert.matches("barrier is broken", err)
+    assert.is_true(b.broken)
+  end)
+
   it("_TestBarrier.test_abort and test_reset", function()
     local b = ctx.Barrier(N)
     local ps = {}
