@@ -15,7 +15,10 @@ local function worker(i)
     counter:add(1)
     racy.value = racy.value + 1 -- another process may write in between
   end
-  lock:with(function() print(("worker %d done"):format(i)) end)
+  lock:with(function()
+    print(("worker %d done"):format(i))
+    io.stdout:flush() -- before the barrier: the lines come first
+  end)
   done:wait()
 end
 
