@@ -325,7 +325,7 @@ static int core_call(lua_State *L) {
 }
 
 static int core_getpid(lua_State *L) {
-    lua_pushinteger(L, getpid());
+    lua_pushinteger(L, lmp_self()); /* cached: init.lua asks on every start and join */
     return 1;
 }
 
