@@ -176,6 +176,31 @@ void lmp_became_child(int result_w, int parent_r, pid_t parent_pid) {
     parent_pidfd = -1;
 }
 
+/* A forked child writes to copies of its parent's pages: one allocation
+ * there can cost a dozen page copies (malloc sorting the chunks the
+ * parent's collector freed).  Before fork, the parent makes sure that the
+ * child's way to an empty target and back (bootstrap, run, finish, exit:
+ * a few Lua calls deeper than start) finds its call records and stack
+ * slots already allocated.  Nested calls leave their CallInfo records in
+ * the state's list (the collector trims them only now and then). */
+#define CHILD_DEPTH 12
+static int warm_calls(lua_State *L) {
+    lua_Integer n = lua_tointeger(L, 1);
+    if (n > 0) {
+        lua_pushcfunction(L, warm_calls);
+        lua_pushinteger(L, n - 1);
+        lua_call(L, 1, 0);
+    }
+    return 0;
+}
+
+static void warm_child_path(lua_State *L) {
+    lua_checkstack(L, 8 * CHILD_DEPTH); /* stack slots for those frames */
+    lua_pushcfunction(L, warm_calls);
+    lua_pushinteger(L, CHILD_DEPTH);
+    lua_call(L, 1, 0);
+}
+
 /* core.start(method, daemon[, payload]) -> popen in the parent; true in
  * the child (fork); nil, err, ename when the OS refuses.  The payload
  * (spawn, forkserver) is released either way. */
@@ -194,6 +219,7 @@ static int core_start(lua_State *L) {
     lmp_child *c = lmp_child_new();
     if (!c) return lmp_pushoserror(L, "start", ENOMEM);
     lmp_child_info info = {-1, -1, 0};
+    if (m == &lmp_method_fork) warm_child_path(L);
     int rc = m->start(reg, c, &o, &info);
     if (o.payload) lmp_payload_release(L, 3);
     if (rc < 0) {
