@@ -234,6 +234,17 @@ void lmp_child_close(lmp_child *c) {
     c->sentinel = c->result_fd = c->parent_w = c->pidfd = -1;
 }
 
+/* Whether the ended child sent anything: one peeked byte.  Most targets
+ * return nothing, and the collector's 16 kB buffer would have the parent
+ * write (and so copy) one more page of its stack on every join. */
+static int result_pending(int fd) {
+    char b;
+    ssize_t n;
+    do n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    return !(n == 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)));
+}
+
 /* The child has ended (its sentinel said so): collect its status. */
 static int reap(lmp_child *c) {
     int code;
@@ -266,8 +277,10 @@ static int reap(lmp_child *c) {
     /* The child is gone: what it sent is all there (see result.h).  A
      * failure leaves the result empty or cut short, which the binding
      * reports as a lost result. */
-    if (c->result_fd >= 0) {
+    if (c->result_fd >= 0 && result_pending(c->result_fd)) {
         c->result_err = lmp_result_collect(c->result_fd, &c->result);
+    }
+    if (c->result_fd >= 0) {
         lmp_fd_close(c->result_fd);
         c->result_fd = -1;
     }
