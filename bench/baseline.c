@@ -15,6 +15,8 @@
  *   baseline forkbatch N B     start B children, then reap them all, N times: us per child
  *   baseline firstof8 N        8 children block on pipes; release one, time until a
  *                              poll on their pidfds notices it: us (N samples, median)
+ *   baseline firstof8r N       the same, but timed only once all 8 children are blocked
+ *                              (each writes a byte to a shared ready pipe first): us
  *   baseline pingpong N        8-byte ping-pong over a pipe pair with a child: us per round trip
  *   baseline pipecopy MB       copy MB megabytes from a child through a pipe: MB/s
  *   baseline spawnlua N LUA    posix_spawn of `LUA -e ''` + waitpid: us per round trip
@@ -179,8 +181,10 @@ static void forkbatch(int n, int b) {
     printf("%.2f\n", median(v, n));
 }
 
-static void firstof8(int n) {
+static void firstof8_run(int n, int ready) {
     double *v = malloc(sizeof *v * (size_t)n);
+    int rd[2] = {-1, -1};
+    if (ready && pipe(rd) < 0) exit(1);
     for (int i = 0; i < n; i++) {
         int fds[8][2];
         struct pollfd pf[8];
@@ -191,12 +195,19 @@ static void firstof8(int n) {
             if (pids[j] == 0) {
                 char c;
                 for (int x = 0; x <= j; x++) close(fds[x][1]); /* earlier siblings' too */
+                if (ready && write(rd[1], "r", 1) != 1) _exit(1);
                 while (read(fds[j][0], &c, 1) < 0 && errno == EINTR) {}
                 _exit(0);
             }
             close(fds[j][0]);
             pf[j].fd = (int)syscall(SYS_pidfd_open, pids[j], 0);
             pf[j].events = POLLIN;
+        }
+        char got[8];
+        for (int r = 0; ready && r < 8;) {
+            ssize_t m = read(rd[0], got, (size_t)(8 - r));
+            if (m <= 0) exit(1);
+            r += (int)m;
         }
         int k = i % 8;
         double t = now();
@@ -211,6 +222,9 @@ static void firstof8(int n) {
     }
     printf("%.2f\n", median(v, n));
 }
+
+static void firstof8(int n) { firstof8_run(n, 0); }
+static void firstof8r(int n) { firstof8_run(n, 1); }
 
 static void pingpong(int n) {
     int a[2], b[2];
@@ -297,6 +311,7 @@ int main(int argc, char **argv) {
     else if (strcmp(m, "sockpong") == 0) sockpong((int)n);
     else if (strcmp(m, "forkbatch") == 0 && argc > 3) forkbatch((int)n, atoi(argv[3]));
     else if (strcmp(m, "firstof8") == 0) firstof8((int)n);
+    else if (strcmp(m, "firstof8r") == 0) firstof8r((int)n);
     else if (strcmp(m, "pingpong") == 0) pingpong((int)n);
     else if (strcmp(m, "pipecopy") == 0) pipecopy((int)n);
     else if (strcmp(m, "spawnlua") == 0 && argc > 3) spawnlua((int)n, argv[3]);
