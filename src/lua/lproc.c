@@ -216,10 +216,10 @@ static int core_start(lua_State *L) {
     Popen *p = lua_newuserdatauv(L, sizeof *p, 0); /* empty, safe to collect */
     p->c = NULL;
     luaL_setmetatable(L, POPEN);
+    if (m == &lmp_method_fork) warm_child_path(L); /* may raise: before any malloc */
     lmp_child *c = lmp_child_new();
     if (!c) return lmp_pushoserror(L, "start", ENOMEM);
     lmp_child_info info = {-1, -1, 0};
-    if (m == &lmp_method_fork) warm_child_path(L);
     int rc = m->start(reg, c, &o, &info);
     if (o.payload) lmp_payload_release(L, 3);
     if (rc < 0) {
