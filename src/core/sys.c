@@ -55,23 +55,36 @@ int lmp_errno(const char *name) {
 /* ---- tracked descriptors ------------------------------------------- */
 
 static pthread_mutex_t fd_lock = PTHREAD_MUTEX_INITIALIZER;
-static int *fd_set_v;
-static size_t fd_set_n, fd_set_cap;
+static size_t fd_set_n, fd_set_cap = 16;
+/* The first few live in the library's data page, which a forked child
+ * writes anyway: tracking its own channels then copies no heap page. */
+static int fd_set_small[16];
+static int *fd_set_v = fd_set_small;
 
 void lmp_fd_track(int fd) {
     if (fd < 0) return;
     pthread_mutex_lock(&fd_lock);
     if (fd_set_n == fd_set_cap) {
-        size_t cap = fd_set_cap ? fd_set_cap * 2 : 32;
-        int *v = realloc(fd_set_v, cap * sizeof *v);
+        size_t cap = fd_set_cap * 2;
+        int *v = fd_set_v == fd_set_small ? malloc(cap * sizeof *v) : realloc(fd_set_v, cap * sizeof *v);
         if (!v) { /* untracked: only costs hygiene in a later child */
             pthread_mutex_unlock(&fd_lock);
             return;
         }
+        if (fd_set_v == fd_set_small) memcpy(v, fd_set_small, sizeof fd_set_small);
         fd_set_v = v;
         fd_set_cap = cap;
     }
-    fd_set_v[fd_set_n++] = fd;
+    /* kept sorted, so that a child closes runs of them with close_range */
+    size_t i = fd_set_n;
+    while (i > 0 && fd_set_v[i - 1] > fd) i--;
+    if (i > 0 && fd_set_v[i - 1] == fd) { /* already tracked */
+        pthread_mutex_unlock(&fd_lock);
+        return;
+    }
+    for (size_t j = fd_set_n; j > i; j--) fd_set_v[j] = fd_set_v[j - 1]; /* no libc call */
+    fd_set_v[i] = fd;
+    fd_set_n++;
     pthread_mutex_unlock(&fd_lock);
 }
 
@@ -79,7 +92,7 @@ void lmp_fd_untrack(int fd) {
     pthread_mutex_lock(&fd_lock);
     for (size_t i = fd_set_n; i-- > 0;)
         if (fd_set_v[i] == fd) {
-            fd_set_v[i] = fd_set_v[--fd_set_n];
+            memmove(fd_set_v + i, fd_set_v + i + 1, (--fd_set_n - i) * sizeof *fd_set_v);
             break;
         }
     pthread_mutex_unlock(&fd_lock);
@@ -92,14 +105,27 @@ void lmp_fd_close(int fd) {
 }
 
 void lmp_fd_close_tracked(int keep) {
-    /* Child side of fork: single-threaded now, the lock may be stale. */
+    /* Child side of fork: single-threaded now, the lock may be stale.
+     * Re-initialised by assignment, not pthread_mutex_init: no call into
+     * another page of libc text on the child's way to its target. */
     size_t kept = 0;
-    for (size_t i = 0; i < fd_set_n; i++) {
-        if (fd_set_v[i] == keep) fd_set_v[kept++] = keep;
-        else close(fd_set_v[i]);
+    for (size_t i = 0; i < fd_set_n;) {
+        int lo = fd_set_v[i];
+        if (lo == keep) {
+            fd_set_v[kept++] = keep;
+            i++;
+            continue;
+        }
+        /* a run of consecutive tracked numbers: all ours, one call */
+        size_t j = i + 1;
+        while (j < fd_set_n && fd_set_v[j] == fd_set_v[j - 1] + 1 && fd_set_v[j] != keep) j++;
+        int hi = fd_set_v[j - 1];
+        if (hi == lo || syscall(SYS_close_range, (unsigned)lo, (unsigned)hi, 0u) < 0)
+            for (int fd = lo; fd <= hi; fd++) close(fd);
+        i = j;
     }
     fd_set_n = kept;
-    pthread_mutex_init(&fd_lock, NULL);
+    fd_lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
 }
 
 /* ---- pidfd --------------------------------------------------------- */

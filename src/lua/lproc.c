@@ -177,6 +177,31 @@ void lmp_became_child(int result_w, int parent_r, pid_t parent_pid) {
     parent_pidfd = -1;
 }
 
+/* A forked child writes to copies of its parent's pages: one allocation
+ * there can cost a dozen page copies (malloc sorting the chunks the
+ * parent's collector freed).  Before fork, the parent makes sure that the
+ * child's way to an empty target and back (bootstrap, run, finish, exit:
+ * a few Lua calls deeper than start) finds its call records and stack
+ * slots already allocated.  Nested calls leave their CallInfo records in
+ * the state's list (the collector trims them only now and then). */
+#define CHILD_DEPTH 12
+static int warm_calls(lua_State *L) {
+    lua_Integer n = lua_tointeger(L, 1);
+    if (n > 0) {
+        lua_pushcfunction(L, warm_calls);
+        lua_pushinteger(L, n - 1);
+        lua_call(L, 1, 0);
+    }
+    return 0;
+}
+
+static void warm_child_path(lua_State *L) {
+    lua_checkstack(L, 8 * CHILD_DEPTH); /* stack slots for those frames */
+    lua_pushcfunction(L, warm_calls);
+    lua_pushinteger(L, CHILD_DEPTH);
+    lua_call(L, 1, 0);
+}
+
 /* core.start(method, daemon[, payload]) -> popen in the parent; true in
  * the child (fork); nil, err, ename when the OS refuses.  The payload
  * (spawn, forkserver) is released either way. */
@@ -192,6 +217,7 @@ static int core_start(lua_State *L) {
     Popen *p = lua_newuserdatauv(L, sizeof *p, 0); /* empty, safe to collect */
     p->c = NULL;
     luaL_setmetatable(L, POPEN);
+    if (m == &lmp_method_fork) warm_child_path(L); /* may raise: before any malloc */
     lmp_child *c = lmp_child_new();
     if (!c) return lmp_pushoserror(L, "start", ENOMEM);
     lmp_child_info info = {-1, -1, 0};
@@ -326,7 +352,7 @@ static int core_call(lua_State *L) {
 }
 
 static int core_getpid(lua_State *L) {
-    lua_pushinteger(L, getpid());
+    lua_pushinteger(L, lmp_self()); /* cached: init.lua asks on every start and join */
     return 1;
 }
 

@@ -59,7 +59,7 @@ int lmp_channels_adopt(lmp_channels *ch, lmp_reg *r, lmp_child *c, pid_t pid, in
             return sentinel;
         }
     }
-    fcntl(ch->res[0], F_SETFL, O_NONBLOCK);
+    /* no O_NONBLOCK needed: the result is read with MSG_DONTWAIT */
     c->pid = pid;
     c->sentinel = sentinel;
     c->is_pidfd = ch->use_pidfd;

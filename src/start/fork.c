@@ -42,7 +42,7 @@ static int fork_start(lmp_reg *r, lmp_child *c, const lmp_start_opts *o, lmp_chi
     lmp_channels ch;
     int err = lmp_channels_open(&ch);
     if (err) return err;
-    pid_t parent = getpid();
+    pid_t parent = lmp_self();
     fflush(NULL);
     sigset_t all, old;
     sigfillset(&all);
