@@ -26,6 +26,25 @@ double lmp_now(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* Errno names: every errno the C library knows (glibc's strerrorname_np
+ * covers each one the platform defines); elsewhere, the names the
+ * standard and POSIX define, as a table. */
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
+#define LMP_ERRMAX 4096 /* errno values are below 4096 on Linux */
+
+const char *lmp_errname(int err) {
+    const char *n = err > 0 && err < LMP_ERRMAX ? strerrorname_np(err) : NULL;
+    return n ? n : "E?";
+}
+
+int lmp_errno(const char *name) {
+    for (int e = 1; e < LMP_ERRMAX; e++) {
+        const char *n = strerrorname_np(e);
+        if (n && strcmp(n, name) == 0) return e;
+    }
+    return 0;
+}
+#else
 #define E(x) {x, #x},
 static const struct {
     int code;
@@ -33,10 +52,16 @@ static const struct {
 } errnames[] = {
     E(EPERM) E(ENOENT) E(ESRCH) E(EINTR) E(EIO) E(ENXIO) E(E2BIG) E(ENOEXEC)
     E(EBADF) E(ECHILD) E(EAGAIN) E(ENOMEM) E(EACCES) E(EFAULT) E(EBUSY)
-    E(EEXIST) E(ENODEV) E(ENOTDIR) E(EISDIR) E(EINVAL) E(ENFILE) E(EMFILE)
-    E(ENOTTY) E(EFBIG) E(ENOSPC) E(ESPIPE) E(EROFS) E(EMLINK) E(EPIPE)
-    E(ERANGE) E(ENAMETOOLONG) E(ENOSYS) E(ELOOP) E(EMSGSIZE) E(ENOTSOCK)
-    E(ETIMEDOUT) E(ECONNREFUSED) E(ECONNRESET) E(ENOTCONN) E(EOVERFLOW)
+    E(EEXIST) E(EXDEV) E(ENODEV) E(ENOTDIR) E(EISDIR) E(EINVAL) E(ENFILE) E(EMFILE)
+    E(ENOTTY) E(ETXTBSY) E(EFBIG) E(ENOSPC) E(ESPIPE) E(EROFS) E(EMLINK) E(EPIPE)
+    E(EDOM) E(ERANGE) E(EDEADLK) E(ENAMETOOLONG) E(ENOLCK) E(ENOSYS) E(ENOTEMPTY)
+    E(ELOOP) E(ENOMSG) E(EIDRM) E(ENOSTR) E(ENODATA) E(ETIME) E(ENOSR) E(ENOLINK)
+    E(EPROTO) E(EBADMSG) E(EOVERFLOW) E(EILSEQ) E(ENOTSOCK) E(EDESTADDRREQ)
+    E(EMSGSIZE) E(EPROTOTYPE) E(ENOPROTOOPT) E(EPROTONOSUPPORT) E(ENOTSUP)
+    E(EAFNOSUPPORT) E(EADDRINUSE) E(EADDRNOTAVAIL) E(ENETDOWN) E(ENETUNREACH)
+    E(ENETRESET) E(ECONNABORTED) E(ECONNRESET) E(ENOBUFS) E(EISCONN) E(ENOTCONN)
+    E(ETIMEDOUT) E(ECONNREFUSED) E(EHOSTUNREACH) E(EALREADY) E(EINPROGRESS)
+    E(ESTALE) E(EDQUOT) E(ECANCELED) E(EOWNERDEAD) E(ENOTRECOVERABLE)
 };
 #undef E
 
@@ -51,6 +76,7 @@ int lmp_errno(const char *name) {
         if (strcmp(errnames[i].name, name) == 0) return errnames[i].code;
     return 0;
 }
+#endif
 
 /* ---- tracked descriptors ------------------------------------------- */
 
