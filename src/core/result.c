@@ -13,6 +13,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "sys.h"
+
 static int send_all(int fd, const char *p, size_t n) {
     while (n > 0) {
         ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
@@ -27,7 +29,7 @@ static int send_all(int fd, const char *p, size_t n) {
 }
 
 static int send_memfd(int fd, const char *p, size_t n) {
-    int mfd = memfd_create("luamp-result", MFD_CLOEXEC);
+    int mfd = lmp_fd_hi(memfd_create("luamp-result", MFD_CLOEXEC));
     if (mfd < 0) return -errno;
     for (size_t off = 0; off < n;) {
         ssize_t w = write(mfd, p + off, n - off);

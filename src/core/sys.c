@@ -9,6 +9,7 @@
 #include "sys.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <poll.h>
 #include <pthread.h>
@@ -77,6 +78,43 @@ int lmp_errno(const char *name) {
     return 0;
 }
 #endif
+
+/* ---- standard descriptors ------------------------------------------ */
+
+void lmp_fd_std_open(void) {
+    for (int fd = 0; fd < 3; fd++) {
+        if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF) continue;
+        int n = open("/dev/null", O_RDWR); /* lowest free: fd itself */
+        if (n >= 0 && n != fd) {
+            dup2(n, fd);
+            close(n);
+        }
+    }
+}
+
+int lmp_fd_hi(int fd) {
+    if (fd < 0 || fd > 2) return fd;
+    int n = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    int e = errno;
+    close(fd);
+    errno = e;
+    return n;
+}
+
+int lmp_fd_hi2(int fds[2]) {
+    for (int i = 0; i < 2; i++) {
+        int n = lmp_fd_hi(fds[i]);
+        if (n < 0) {
+            int e = errno;
+            close(fds[1 - i]);
+            fds[0] = fds[1] = -1;
+            errno = e;
+            return -1;
+        }
+        fds[i] = n;
+    }
+    return 0;
+}
 
 /* ---- tracked descriptors ------------------------------------------- */
 
@@ -153,6 +191,7 @@ int lmp_have_pidfd(void) {
 
 int lmp_pidfd_open(pid_t pid) {
     int fd = (int)syscall(SYS_pidfd_open, pid, 0); /* always O_CLOEXEC */
+    if (fd >= 0) fd = lmp_fd_hi(fd);
     return fd < 0 ? -errno : fd;
 }
 

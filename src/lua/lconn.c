@@ -225,7 +225,7 @@ int lmp_open_pipe(lua_State *L) {
     Conn *a = newconn(L, 1, duplex);
     Conn *b = newconn(L, duplex, 1);
     int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0 || lmp_fd_hi2(sv) < 0)
         return lmp_pushoserror(L, "Pipe", errno);
     a->fd = sv[0];
     b->fd = sv[1];

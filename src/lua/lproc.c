@@ -301,7 +301,8 @@ static int core_parent_sentinel(lua_State *L) {
         if (fd < 0 || getppid() != me.parent_pid) {
             if (fd >= 0) close(fd);
             int p[2];
-            if (pipe2(p, O_CLOEXEC) < 0) return lmp_pushoserror(L, "parent_process", errno);
+            if (pipe2(p, O_CLOEXEC) < 0 || lmp_fd_hi2(p) < 0)
+                return lmp_pushoserror(L, "parent_process", errno);
             close(p[1]);
             fd = p[0];
         }

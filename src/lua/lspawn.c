@@ -140,7 +140,7 @@ static int core_payload(lua_State *L) {
     lmp_lencode_hooks(L, 2, b, "process", LMP_CODEC_FUNCTIONS, &hooks);
     h.nfds = (uint32_t)p->nfds;
     memcpy(b->data, &h, sizeof h);
-    int fd = memfd_create("luamp-payload", MFD_CLOEXEC);
+    int fd = lmp_fd_hi(memfd_create("luamp-payload", MFD_CLOEXEC));
     if (fd < 0) return lmp_pushoserror(L, "start", errno);
     size_t off = 0;
     while (off < b->len) {

@@ -118,10 +118,10 @@ static int start_server_locked(void) {
     snprintf(sa.sun_path, sizeof sa.sun_path, "%s/forkserver", dir);
     int err = 0, lfd = -1, conn = -1, alive[2] = {-1, -1};
     pid_t pid = -1;
-    lfd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    lfd = lmp_fd_hi(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
     if (lfd < 0 || bind(lfd, (struct sockaddr *)&sa, sizeof sa) < 0 ||
         chmod(sa.sun_path, 0600) < 0 || listen(lfd, 16) < 0 ||
-        pipe2(alive, O_CLOEXEC) < 0) {
+        pipe2(alive, O_CLOEXEC) < 0 || lmp_fd_hi2(alive) < 0) {
         err = -errno;
         goto out;
     }
@@ -136,7 +136,7 @@ static int start_server_locked(void) {
         goto out;
     }
     /* the listening socket is ready: connect() completes at once */
-    conn = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    conn = lmp_fd_hi(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
     if (conn < 0 || connect(conn, (struct sockaddr *)&sa, sizeof sa) < 0) {
         err = -errno;
         close(alive[1]);
@@ -207,7 +207,7 @@ static int read_reply(pid_t *pid, int *pidfd) {
     *pidfd = -1;
     struct cmsghdr *c = CMSG_FIRSTHDR(&m);
     if (n > 0 && c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
-        memcpy(pidfd, CMSG_DATA(c), sizeof(int));
+        memcpy(pidfd, CMSG_DATA(c), sizeof(int)), *pidfd = lmp_fd_hi(*pidfd);
     if (n != (ssize_t)sizeof r) {
         if (*pidfd >= 0) close(*pidfd);
         return n < 0 ? -errno : -ECONNRESET; /* the server died meanwhile */
@@ -234,8 +234,8 @@ static int fs_start(lmp_reg *r, lmp_child *c, const lmp_start_opts *o, lmp_child
     int res[2] = {-1, -1}, status[2] = {-1, -1}, par[2] = {-1, -1};
     /* status: a socket, so that the exit code can be peeked at and stays
      * there: the sentinel remains readable after the reap, as a pidfd does */
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, res) < 0 ||
-        socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, status) < 0) {
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, res) < 0 || lmp_fd_hi2(res) < 0 ||
+        socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, status) < 0 || lmp_fd_hi2(status) < 0) {
         err = -errno;
         close2(res), close2(status);
         return err;
@@ -250,7 +250,7 @@ static int fs_start(lmp_reg *r, lmp_child *c, const lmp_start_opts *o, lmp_child
         if (fs.self_fd < 0 && (fs.self_fd = lmp_pidfd_open(getpid())) >= 0) lmp_fd_track(fs.self_fd);
         parent_fd = fs.self_fd;
         if (parent_fd < 0) err = parent_fd;
-    } else if (pipe2(par, O_CLOEXEC) < 0) {
+    } else if (pipe2(par, O_CLOEXEC) < 0 || lmp_fd_hi2(par) < 0) {
         err = -errno;
     } else {
         parent_fd = par[0];
