@@ -64,3 +64,33 @@ describe("closed standard descriptors", function()
     end
   end
 end)
+
+describe("integers and strings crossing into C", function()
+  before_each(H.snapshot)
+  after_each(H.check)
+
+  it("wait refuses a descriptor beyond int instead of polling its truncated alias", function()
+    local r, w = process.Pipe()
+    w:send(1) -- r is ready: an alias of it would be reported ready
+    local big = r:fileno() + (1 << 32)
+    local ok, err = pcall(process.wait, { big }, 0)
+    assert.is_false(ok)
+    assert.matches("out of range", err)
+    ok, err = pcall(process.wait, { -1 - (1 << 32) + r:fileno() }, 0)
+    assert.is_false(ok)
+    assert.matches("out of range", err)
+    assert.are.same({ r:fileno() }, process.wait({ r:fileno() }, 0))
+    r:close(); w:close()
+  end)
+
+  it("set_executable refuses a path with a zero byte instead of cutting it", function()
+    local ok, err = pcall(process.set_executable, "/x\0y")
+    assert.is_false(ok)
+    assert.matches("zero byte", err)
+    -- and the runner set before is still the one spawn uses
+    local p = process.get_context("spawn").Process{target = function() return 7 end}
+    assert(p:start()); p:join()
+    assert.are.equal(7, p:result())
+    p:close()
+  end)
+end)
