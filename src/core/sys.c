@@ -116,9 +116,60 @@ int lmp_fd_hi2(int fds[2]) {
     return 0;
 }
 
+/* ---- the descriptor reserve ------------------------------------------ */
+
+/* Not a tracked descriptor: a fork child keeps its copy as its own
+ * reserve.  The lock is reset in every forked child (below). */
+static pthread_mutex_t reserve_lock = PTHREAD_MUTEX_INITIALIZER;
+static int reserve_fd = -1;
+static pthread_mutex_t fd_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* In every forked child, luamp's or a host's own: only the forking thread
+ * exists there, and a lock another thread held at fork would never be
+ * released.  Installed when the library is loaded. */
+static void sys_atfork_child(void) {
+    pthread_mutex_init(&fd_lock, NULL);
+    pthread_mutex_init(&reserve_lock, NULL);
+}
+__attribute__((constructor)) static void sys_install_atfork(void) {
+    pthread_atfork(NULL, NULL, sys_atfork_child);
+}
+
+int lmp_fd_reserve(void) {
+    pthread_mutex_lock(&reserve_lock);
+    int rc = 0;
+    if (reserve_fd < 0) {
+        int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) fd = lmp_fd_hi(fd);
+        if (fd < 0) rc = -errno;
+        else reserve_fd = fd;
+    }
+    pthread_mutex_unlock(&reserve_lock);
+    return rc;
+}
+
+int lmp_fd_reserve_release(void) {
+    pthread_mutex_lock(&reserve_lock);
+    if (reserve_fd < 0) {
+        pthread_mutex_unlock(&reserve_lock);
+        return 0;
+    }
+    close(reserve_fd);
+    reserve_fd = -1;
+    return 1;
+}
+
+void lmp_fd_reserve_retake(void) {
+    /* the slot may have gone to another thread meanwhile: then the next
+     * start takes one again, or refuses at the limit */
+    int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) fd = lmp_fd_hi(fd);
+    reserve_fd = fd < 0 ? -1 : fd;
+    pthread_mutex_unlock(&reserve_lock);
+}
+
 /* ---- tracked descriptors ------------------------------------------- */
 
-static pthread_mutex_t fd_lock = PTHREAD_MUTEX_INITIALIZER;
 static int *fd_set_v;
 static size_t fd_set_n, fd_set_cap;
 

@@ -43,6 +43,17 @@ void lmp_fd_std_open(void);
 int lmp_fd_hi(int fd);
 int lmp_fd_hi2(int fds[2]);
 
+/* The descriptor reserve: one slot held (on /dev/null, >= 3, O_CLOEXEC) so
+ * that receiving a passed descriptor (a large result's or message's
+ * memfd) cannot fail at the descriptor limit: reserved before it is
+ * needed, as start reserves its pidfd's slot.  lmp_fd_reserve makes sure
+ * the slot is held (0, or -errno: a start refuses then); release frees it
+ * just before a recvmsg that carries a descriptor (1 if it did; it holds
+ * a lock until lmp_fd_reserve_retake, which takes the slot back). */
+int lmp_fd_reserve(void);
+int lmp_fd_reserve_release(void);
+void lmp_fd_reserve_retake(void);
+
 /* 1 when the kernel has pidfd_open and waitid(P_PIDFD); 0 otherwise, or
  * when LUAMP_NO_PIDFD=1 forces the pipe fallback (used by the test suite). */
 int lmp_have_pidfd(void);

@@ -133,6 +133,13 @@ static pthread_mutex_t path_lock = PTHREAD_MUTEX_INITIALIZER;
 static char *set_path;   /* lmp_set_runner_path */
 static char *found_path; /* the search's answer, once */
 
+/* In every forked child (a host's own fork too): a lock another thread
+ * held at fork would never be released there. */
+static void path_atfork_child(void) { pthread_mutex_init(&path_lock, NULL); }
+__attribute__((constructor)) static void path_install_atfork(void) {
+    pthread_atfork(NULL, NULL, path_atfork_child);
+}
+
 int lmp_set_runner_path(const char *path) {
     char *p = NULL;
     if (path && !(p = strdup(path))) return -ENOMEM;
