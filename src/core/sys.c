@@ -121,7 +121,7 @@ int lmp_fd_hi2(int fds[2]) {
 /* Not a tracked descriptor: a fork child keeps its copy as its own
  * reserve.  The lock is reset in every forked child (below). */
 static pthread_mutex_t reserve_lock = PTHREAD_MUTEX_INITIALIZER;
-static int reserve_fd = -1;
+static int reserve_fd = -1, reserve_last = -1;
 static pthread_mutex_t fd_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* In every forked child, luamp's or a host's own: only the forking thread
@@ -155,6 +155,7 @@ int lmp_fd_reserve_release(void) {
         return 0;
     }
     close(reserve_fd);
+    reserve_last = reserve_fd;
     reserve_fd = -1;
     return 1;
 }
@@ -164,6 +165,12 @@ void lmp_fd_reserve_retake(void) {
      * start takes one again, or refuses at the limit */
     int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (fd >= 0) fd = lmp_fd_hi(fd);
+    /* the same number as before if it is free (leak checks compare sets) */
+    if (fd >= 0 && fd != reserve_last && fcntl(reserve_last, F_GETFD) < 0 && errno == EBADF &&
+        dup3(fd, reserve_last, O_CLOEXEC) == reserve_last) {
+        close(fd);
+        fd = reserve_last;
+    }
     reserve_fd = fd < 0 ? -1 : fd;
     pthread_mutex_unlock(&reserve_lock);
 }

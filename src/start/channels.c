@@ -35,6 +35,8 @@ int lmp_channels_open(lmp_channels *ch) {
     *ch = (lmp_channels){{-1, -1}, {-1, -1}, {-1, -1}, -1, lmp_have_pidfd()};
     int err = lmp_fault_hit("pipe");
     if (err) return err;
+    /* the slot collecting a large result needs (sys.h), before any child */
+    if ((err = lmp_fd_reserve()) < 0) return err;
     /* none of them may land on 0-2 (lmp_fd_hi) */
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ch->res) < 0 || lmp_fd_hi2(ch->res) < 0 ||
         (!ch->use_pidfd && (pipe2(ch->death, O_CLOEXEC) < 0 || lmp_fd_hi2(ch->death) < 0 ||

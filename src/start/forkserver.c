@@ -231,6 +231,8 @@ static int fs_start(lmp_reg *r, lmp_child *c, const lmp_start_opts *o, lmp_child
     if (!pl || pl->nfds > 253 - LMP_FS_FIXED) return -EINVAL;
     int err = lmp_fault_hit("pipe");
     if (err) return err;
+    /* the slot collecting a large result needs (sys.h), before any child */
+    if ((err = lmp_fd_reserve()) < 0) return err;
     int res[2] = {-1, -1}, status[2] = {-1, -1}, par[2] = {-1, -1};
     /* status: a socket, so that the exit code can be peeked at and stays
      * there: the sentinel remains readable after the reap, as a pidfd does */
