@@ -50,9 +50,10 @@ describe("start methods", function()
         assert.equal(inherits, seen)
         if not inherits then
           -- only luamp's own and the listing's: the result channel, lfs's
-          -- directory handle; under spawn without pidfds the death pipe
-          -- and the parent sentinel; under forkserver the parent sentinel
-          local want = m == "forkserver" and 3 or process._have_pidfd() and 2 or 4
+          -- directory handle, the descriptor reserve (core/sys.h); under
+          -- spawn without pidfds the death pipe and the parent sentinel;
+          -- under forkserver the parent sentinel
+          local want = m == "forkserver" and 4 or process._have_pidfd() and 3 or 5
           local n = 0
           for _ in pairs(fds) do n = n + 1 end
           assert.equal(want, n)
