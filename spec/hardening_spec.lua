@@ -94,3 +94,77 @@ describe("integers and strings crossing into C", function()
     p:close()
   end)
 end)
+
+describe("Connections", function()
+  before_each(H.snapshot)
+  after_each(H.check)
+
+  it("recv returns nil, 'recv: strerror', ENAME on an OS refusal (not the bare name)", function()
+    local a, b = process.Pipe()
+    assert(a:send("unread")) -- b closes with it unread: a's next read is refused
+    b:close()
+    local v, err, ename = a:recv()
+    assert.is_nil(v)
+    assert.are.equal("recv: Connection reset by peer", err)
+    assert.are.equal("ECONNRESET", ename)
+    a:close()
+  end)
+
+  it("recv and recv_bytes raise 'connection closed' once the peer has closed", function()
+    local a, b = process.Pipe()
+    b:close()
+    assert.has_error(function() a:recv() end, "connection closed")
+    assert.has_error(function() a:recv_bytes() end, "connection closed")
+    a:close()
+  end)
+
+  it("send to a closed peer returns nil, 'send: Broken pipe', 'EPIPE'", function()
+    local a, b = process.Pipe()
+    b:close()
+    assert.are.same({ nil, "send: Broken pipe", "EPIPE" }, { a:send(1) })
+    a:close()
+  end)
+
+  for _, m in ipairs(H.methods) do
+    it("carries 4 writers x 4 readers on one Pipe without loss or desync [" .. m .. "]", function()
+      local ctx = process.get_context(m)
+      local r, w = ctx.Pipe(false)
+      local back_r, back_w = ctx.Pipe(false)
+      local N, big = 2000, string.rep("b", 40000) -- some messages take the memfd path
+      local writers, readers = {}, {}
+      for k = 1, 4 do
+        writers[k] = ctx.Process{target = function()
+          for i = 1, N do assert(w:send({ k, i, i % 97 == 0 and big or "s" })) end
+        end}
+        readers[k] = ctx.Process{target = function()
+          local sum, n, bad = 0, 0, 0
+          while true do
+            local v = r:recv()
+            if v == false then break end
+            n = n + 1
+            sum = sum + v[1] * 100000 + v[2]
+            if v[3] ~= (v[2] % 97 == 0 and big or "s") then bad = bad + 1 end
+          end
+          back_w:send({ n, sum, bad })
+        end}
+      end
+      for k = 1, 4 do assert(readers[k]:start()); assert(writers[k]:start()) end
+      for k = 1, 4 do assert.are.equal(0, writers[k]:join(60)) end
+      for _ = 1, 4 do assert(w:send(false)) end -- one end mark per reader
+      local n, sum, bad = 0, 0, 0
+      for _ = 1, 4 do
+        assert.is_true(back_r:poll(60))
+        local t = back_r:recv()
+        n, sum, bad = n + t[1], sum + t[2], bad + t[3]
+      end
+      for k = 1, 4 do assert.are.equal(0, readers[k]:join(60)) end
+      local want = 0
+      for k = 1, 4 do want = want + k * 100000 * N + N * (N + 1) // 2 end
+      assert.are.equal(4 * N, n)
+      assert.are.equal(want, sum)
+      assert.are.equal(0, bad)
+      for _, c in ipairs{ r, w, back_r, back_w } do c:close() end
+      for k = 1, 4 do writers[k]:close(); readers[k]:close() end
+    end)
+  end
+end)
