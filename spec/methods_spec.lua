@@ -211,14 +211,17 @@ describe("start methods", function()
   describe("forkserver", function()
     local ctx = process.get_context("forkserver")
 
-    it("is restarted after it was killed; children in flight report 255", function()
+    it("is restarted after it was killed; children in flight die with it and report 255", function()
       local p = ctx.Process{target = block}
       p:start()
       local server = assert(process._forkserver_pid())
       os.execute("kill -KILL " .. server)
       assert.equal(255, p:join(30)) -- the exit status went with the server
-      -- p's process itself lives on, an orphan: end it the way a user would
-      os.execute("kill -KILL " .. p.pid)
+      -- and p's process went with it too (gone, or a zombie of init's)
+      local f = io.open("/proc/" .. p.pid .. "/stat")
+      local st = f and f:read("a"):match("^%d+ %b() (%a)")
+      if f then f:close() end
+      assert.is_true(st == nil or st == "Z", "child still running: " .. tostring(st))
       local q = ctx.Process{target = function() return "again" end}
       assert.equal(0, q:start():join())
       assert.equal("again", q:result())

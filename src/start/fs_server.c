@@ -109,10 +109,13 @@ static void become_child(server *s, int daemon, pid_t server_pid) {
     free(s->kids);
     if (!s->sigint_ignored) signal(SIGINT, SIG_DFL);
     lmp_signals_reset(); /* and unblocks every signal */
-    if (daemon) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != server_pid) raise(SIGKILL);
-    }
+    /* Every child dies with the server, daemon or not: its exit status
+     * and its signals go through the server, and without it the child
+     * could neither be reported nor reliably signalled, and would outlive
+     * the program.  (The server itself ends with its owner.) */
+    (void)daemon;
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != server_pid) raise(SIGKILL); /* it died before the flag was set */
 }
 
 /* One request on conn.  Returns 1 in the child, 0 in the server, -1 when
