@@ -168,3 +168,75 @@ describe("Connections", function()
     end)
   end
 end)
+
+describe("the forkserver", function()
+  local ctx = process.get_context("forkserver")
+  local function state(pid)
+    local f = io.open("/proc/" .. pid .. "/stat")
+    local st = f and f:read("a"):match("^%d+ %b() (%a)")
+    if f then f:close() end
+    return st
+  end
+
+  before_each(function()
+    assert(ctx.Process{target = function() end}:start()):join() -- the server runs
+    H.snapshot()
+  end)
+  after_each(H.check)
+
+  it("takes its children with it when it dies: none runs on unkillable", function()
+    local p = ctx.Process{target = function() while true do end end}
+    assert(p:start())
+    local server = assert(process._forkserver_pid())
+    os.execute("kill -KILL " .. server)
+    assert.are.equal(255, p:join(30))
+    local st = state(p.pid)
+    assert.is_true(st == nil or st == "Z", "the child runs on: " .. tostring(st))
+    p:close()
+  end)
+
+  it("starts right after it was killed, 40 rounds (dead connections are retried)", function()
+    for i = 1, 40 do
+      local server = assert(process._forkserver_pid())
+      os.execute("kill -KILL " .. server)
+      local p = ctx.Process{target = function(x) return x * 2 end, args = { i }}
+      local ok, err, ename = p:start()
+      assert.is_truthy(ok, "round " .. i .. ": " .. tostring(err) .. " " .. tostring(ename))
+      assert.are.equal(0, p:join(30))
+      assert.are.equal(2 * i, p:result())
+      p:close()
+    end
+  end)
+
+  it("puts nothing on disk: it starts with TMPDIR pointing nowhere", function()
+    local out, err, code = H.run("TMPDIR=/nonexistent/luamp-test " .. H.luamp .. " -e " .. H.q([[
+      local process = require "process"
+      local p = process.get_context("forkserver").Process{target = function() return "ran" end}
+      assert(p:start()); p:join()
+      print(p:result())
+    ]]))
+    assert.are.equal(0, code, err)
+    assert.are.equal("ran\n", out)
+  end)
+
+  it("leaves nothing in TMPDIR when its owner is killed while starting it", function()
+    local tmp = os.tmpname()
+    os.remove(tmp)
+    assert(require("lfs").mkdir(tmp))
+    for i = 1, 10 do
+      -- the kill lands somewhere in the server's start (0-9 ms in)
+      H.run("(sleep 0.00" .. (i - 1) .. "; kill -KILL $$) & TMPDIR=" .. tmp .. " exec " .. H.luamp .. " -e " .. H.q([[
+        local process = require "process"
+        local ctx = process.get_context("forkserver")
+        while true do assert(ctx.Process{target = function() end}:start()):join() end
+      ]]))
+    end
+    local left = {}
+    for name in require("lfs").dir(tmp) do
+      if name ~= "." and name ~= ".." then left[#left + 1] = name end
+    end
+    os.remove(tmp)
+    assert.are.same({}, left)
+  end)
+
+end)
