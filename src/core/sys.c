@@ -124,15 +124,27 @@ static pthread_mutex_t reserve_lock = PTHREAD_MUTEX_INITIALIZER;
 static int reserve_fd = -1, reserve_last = -1;
 static pthread_mutex_t fd_lock = PTHREAD_MUTEX_INITIALIZER;
 
-/* In every forked child, luamp's or a host's own: only the forking thread
- * exists there, and a lock another thread held at fork would never be
- * released.  Installed when the library is loaded. */
+/* Around every fork, luamp's or a host's own: only the forking thread
+ * exists in the child, so a lock another thread held at fork would never
+ * be released there, and what it guards could be half-changed.  The
+ * forking thread takes both locks first (no luamp code forks while
+ * holding one, and none is held while taking another), so the child
+ * inherits them free and the state consistent.  Installed when the
+ * library is loaded. */
+static void sys_atfork_prepare(void) {
+    pthread_mutex_lock(&fd_lock);
+    pthread_mutex_lock(&reserve_lock);
+}
+static void sys_atfork_parent(void) {
+    pthread_mutex_unlock(&reserve_lock);
+    pthread_mutex_unlock(&fd_lock);
+}
 static void sys_atfork_child(void) {
     pthread_mutex_init(&fd_lock, NULL);
     pthread_mutex_init(&reserve_lock, NULL);
 }
 __attribute__((constructor)) static void sys_install_atfork(void) {
-    pthread_atfork(NULL, NULL, sys_atfork_child);
+    pthread_atfork(sys_atfork_prepare, sys_atfork_parent, sys_atfork_child);
 }
 
 int lmp_fd_reserve(void) {

@@ -352,7 +352,7 @@ static int fs_start(lmp_reg *r, lmp_child *c, const lmp_start_opts *o, lmp_child
         if (!mine() && (err = start_server_locked()) < 0) break;
         int fds[253];
         fds[0] = pl->fd, fds[1] = res[1], fds[2] = status[1], fds[3] = parent_fd;
-        memcpy(fds + LMP_FS_FIXED, pl->fds, sizeof(int) * (size_t)pl->nfds);
+        if (pl->nfds > 0) memcpy(fds + LMP_FS_FIXED, pl->fds, sizeof(int) * (size_t)pl->nfds);
         err = lmp_fault_hit("fork");
         if (!err) err = send_request(fds, LMP_FS_FIXED + pl->nfds, o->daemon);
         if (!err) err = read_reply(&pid, &pidfd);
