@@ -24,10 +24,11 @@
  * retried with a new server.
  * The server sends the child's exit status (an int: n, or -signum) on the
  * status socket once it has reaped it, and closes it; the other end is the
- * owner's sentinel.  When the owner ends, the alive pipe reads EOF and the
- * server exits.  Every child dies with the server (PR_SET_PDEATHSIG), so
- * none outlives it, the program, or its exit status; a child whose server
- * died reports 255 once its pidfd says it is gone.
+ * owner's sentinel.  Every child dies with the server (PR_SET_PDEATHSIG),
+ * so none outlives it unkillable; a child whose server died reports 255
+ * once its pidfd says it is gone.  When the owner ends, the alive pipe
+ * reads EOF: the server kills its daemonic children, waits for the others
+ * to end (as fork children of a killed owner run on), and exits.
  * Uses: core/sys.h, exec.h.  Must never: include lua.h.
  */
 #ifndef LMP_FORKSERVER_H
