@@ -246,18 +246,19 @@ static int read_reply(pid_t *pid, int *pidfd) {
     return 0;
 }
 
-/* The parent pid of pid from /proc (0 if it cannot be read: gone). */
+/* The parent pid of pid from /proc/PID/stat, the cheapest file that has
+ * it: "pid (comm) state ppid ..." (0 if it cannot be read: gone). */
 static pid_t ppid_of(pid_t pid) {
     char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%ld/status", (long)pid);
+    snprintf(path, sizeof path, "/proc/%ld/stat", (long)pid);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return 0;
     ssize_t n = read(fd, buf, sizeof buf - 1);
     close(fd);
     if (n <= 0) return 0;
     buf[n] = '\0';
-    const char *p = strstr(buf, "\nPPid:");
-    return p ? (pid_t)strtol(p + 7, NULL, 10) : 0;
+    const char *p = strrchr(buf, ')'); /* comm may hold anything but ends there */
+    return p && p[1] == ' ' && p[2] && p[3] == ' ' ? (pid_t)strtol(p + 4, NULL, 10) : 0;
 }
 
 /* The pid a pidfd refers to (fdinfo "Pid:"): -1 once it has ended, 0 if
