@@ -255,6 +255,15 @@ static int reap(lmp_child *c) {
         do n = recv(c->sentinel, &st, sizeof st, MSG_PEEK | MSG_WAITALL);
         while (n < 0 && errno == EINTR);
         code = n == (ssize_t)sizeof st ? st : 255;
+        /* No status: the server died, and its children with it
+         * (PR_SET_PDEATHSIG); make sure through the pidfd that this one
+         * is gone before it is reported ended (never running on,
+         * unkillable). */
+        if (code == 255 && n != (ssize_t)sizeof st && c->pidfd >= 0) {
+            lmp_pidfd_send_signal(c->pidfd, SIGKILL);
+            struct pollfd pf = {.fd = c->pidfd, .events = POLLIN};
+            lmp_poll(&pf, 1, LMP_DAEMON_GRACE);
+        }
     } else if (c->is_pidfd) {
         siginfo_t si;
         int rc;
