@@ -958,9 +958,13 @@ Pool.__close = function(self, err)
   end
 end
 
+-- Collected (or the Lua state closes): nobody can wait for a result any
+-- more; the workers are killed and reaped.  The channels may have been
+-- finalized already, so only the backend's close runs.
 Pool.__gc = function(self)
   if core.getpid() ~= self._owner or self._state == "TERMINATE" then return end
-  pcall(self.terminate, self)
+  self._state = "TERMINATE"
+  pcall(self._backend.close, self._backend)
 end
 
 function Pool:__tostring()

@@ -179,7 +179,7 @@ end
 
 function Backend:close()
   for h in pairs(self.live) do
-    h.p:kill()
+    if not h.exited and h.p:is_alive() then h.p:kill() end
     self:release(h)
   end
 end
