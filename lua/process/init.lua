@@ -719,7 +719,7 @@ function M.get_context(method)
       Pipe = core.Pipe,
       Queue = core.Queue,
       get_start_method = function() return method end,
-      Pool = function(...) local pool = require("process.pool_local").new(method, ...) return pool end,
+      Pool = function(...) local pool, e, en = require("process.pool_local").new(method, ...) return pool, e, en end,
     }, { __index = M })
     contexts[method] = ctx
     package.loaded["process.context." .. method] = ctx
@@ -738,8 +738,8 @@ end
 -- process.Pool and process.as_completed (lua/process/pool*.lua, loaded
 -- on first use: a child that never makes a pool never loads them).
 function M.Pool(...)
-  local pool = require("process.pool_local").new(nil, ...)
-  return pool
+  local pool, err, ename = require("process.pool_local").new(nil, ...)
+  return pool, err, ename
 end
 function M.as_completed(...)
   return require("process.asyncresult").as_completed(...)

@@ -247,10 +247,10 @@ function P.new(backend, opts)
     _cbq = {},
   }, Pool)
   for _ = 1, self._n do
-    local ok, err = self:_spawn()
+    local ok, err, ename = self:_spawn()
     if not ok then
       self:terminate()
-      return nil, err
+      return nil, err, ename
     end
   end
   return self
@@ -456,7 +456,7 @@ function Pool:_timers()
     if task.deadline and t >= task.deadline then
       local w = task.worker
       local pid = w and w.h.pid
-      task_error(self, task, fmt("task %d timed out after %g seconds (worker pid %s terminated)",
+      task_error(self, task, fmt("task %d: timeout after %g seconds (worker pid %s terminated)",
         task.id, task.timeout, tostring(pid)))
       if w then self:_abandon(w) end
       self._running[task] = nil

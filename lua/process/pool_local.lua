@@ -225,9 +225,8 @@ function L.new(method, opts)
   end
   local ctx = process.get_context(method)
   local backend = L.backend(ctx, initializer, initargs)
-  local pool, err = P.new(backend, { processes = n, maxtasksperchild = maxtasks, timeout = timeout })
-  if not pool then error(err, 3) end
-  return pool
+  -- nil, "start: <strerror>", "EAGAIN" when the OS refuses a worker
+  return P.new(backend, { processes = n, maxtasksperchild = maxtasks, timeout = timeout })
 end
 
 return L
