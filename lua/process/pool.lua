@@ -105,19 +105,27 @@ local function err_reply(id, msg, index)
   return spack("<jB", id, ST_ERR) .. encode({ tostring(msg):sub(1, 65536), index or 1 })
 end
 
+-- One protected call for the whole chunk; on an error, i is the item
+-- that raised it.
 local function run_map(f, items, star)
-  local out = { n = #items }
-  for i = 1, #items do
-    local ok, v
+  local n = #items
+  local out = { n = n }
+  local i = 0
+  local ok, err = call(handler, function()
     if star then
-      local a = items[i]
-      ok, v = call(handler, f, tunpack(a, 1, a.n or #a))
+      for k = 1, n do
+        i = k
+        local a = items[k]
+        out[k] = f(tunpack(a, 1, a.n or #a))
+      end
     else
-      ok, v = call(handler, f, items[i])
+      for k = 1, n do
+        i = k
+        out[k] = f(items[k])
+      end
     end
-    if not ok then return nil, v, i end
-    out[i] = v
-  end
+  end)
+  if not ok then return nil, err, i end
   return out
 end
 

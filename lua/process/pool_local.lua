@@ -133,12 +133,19 @@ function Backend:wait(timeout)
   end
   local ready, err = core.pool_wait(list, timeout)
   if not ready then error(err, 0) end
-  local owners, seen = self.owners, {}
+  local owners, sentinels = self.owners, nil
   for _, i in ipairs(ready) do
     local h = owners[i]
-    if not seen[h] then
-      seen[h] = true
+    if list[i] == h.sentinel then
+      sentinels = sentinels or {}
+      sentinels[#sentinels + 1] = h
+    else
       drain(self, h, events)
+    end
+  end
+  if sentinels then
+    for _, h in ipairs(sentinels) do
+      drain(self, h, events) -- what it sent before it ended comes first
       local code = h.p.exitcode
       if code ~= nil then
         events[#events + 1] = { h, "exit", code }
