@@ -59,7 +59,7 @@ local spack, sunpack = string.pack, string.unpack
 local fmt = string.format
 local now = core.now
 local getpid = core.pool_getpid
-local encode, decode = core.encode, core.decode
+local encode, decode, decode_at = core.encode, core.decode, core.pool_decode
 local tpack, tunpack = table.pack, table.unpack
 
 local P = {}
@@ -68,7 +68,7 @@ local GRACE = 1.0          -- SIGTERM, then SIGKILL after this long
 local DEATH_WINDOW = 10.0  -- this many seconds ...
 local FNCACHE = 256        -- functions a worker keeps decoded
 
-local PREFETCH = 4         -- tasks a worker may hold while short ones queue
+local PREFETCH = 8         -- tasks a worker may hold while short ones queue
 local SHORT_TASK = 0.002   -- ... when tasks take less than this on average
 
 local MODE_APPLY, MODE_MAP, MODE_STAR = 1, 2, 3
@@ -185,7 +185,7 @@ function P.handle(msg, st)
   local ok, f = pcall(get_fn, fnid, cacheit, fnpart, st)
   local args
   if ok then
-    ok, args = pcall(decode, msg:sub(pos), true)
+    ok, args = pcall(decode_at, msg, pos, true)
     if not ok then f = args end
   end
   if not ok then
@@ -533,7 +533,7 @@ function Pool:_on_msg(h, bytes)
     w.ready = true
     return
   elseif st == ST_INIT then
-    local ok, err = pcall(decode, bytes:sub(pos))
+    local ok, err = pcall(decode_at, bytes, pos)
     return self:_break("initializer failed: " .. tostring(ok and err or "?"))
   end
   local tasks = w.tasks
@@ -548,7 +548,7 @@ function Pool:_on_msg(h, bytes)
   self._avg = self._avg and (0.8 * self._avg + 0.2 * took) or took
   start_head(w, t)
   if not task.cancelled then
-    local ok, v = pcall(decode, bytes:sub(pos))
+    local ok, v = pcall(decode_at, bytes, pos)
     if not ok then
       task_error(self, task, fmt("task %d: corrupt reply: %s", id, tostring(v)))
     elseif st == ST_OK then
@@ -744,6 +744,20 @@ local function cancel_task(self, task)
   return true
 end
 
+local function apply_done(task, ok, v)
+  task.done = true
+  local r = task.r
+  r._pool._unfinished[r] = nil
+  R._complete(r, ok, v)
+end
+
+local function apply_cancel(r)
+  local task = r._task
+  if not cancel_task(r._pool, task) then return false end
+  task.on_done(task, false, fmt("task %d was cancelled", task.id))
+  return true
+end
+
 local function apply_async(self, f, args, opts, fname, L)
   check_running(self, fname, L + 1)
   check_fn(f, fname, L + 1)
@@ -765,21 +779,15 @@ local function apply_async(self, f, args, opts, fname, L)
   end
   local fnid, fbytes, cacheit = encode_fn(f, L + 1)
   local bytes = encode_args(args or {}, "args", nil, L + 1)
-  local r
-  local task = new_task(self, fnid, fbytes, cacheit, MODE_APPLY, bytes, timeout, function(task, ok, v)
-    task.done = true
-    self._unfinished[r] = nil
-    R._complete(r, ok, v)
-  end)
-  r = R.new(self, task.id, opts)
-  r._cancel = function()
-    if not cancel_task(self, task) then return false end
-    task.on_done(task, false, fmt("task %d was cancelled", task.id))
-    return true
-  end
+  local task = new_task(self, fnid, fbytes, cacheit, MODE_APPLY, bytes, timeout, apply_done)
+  local r = R.new(self, task.id, opts)
+  task.r = r
+  r._task = task
+  r._cancel = apply_cancel
   self._unfinished[r] = true
   enqueue(self, task)
-  self:_dispatch()
+  -- start it now if a worker has room (while many queue, they are full)
+  if self._qtail - self._qhead < self._n * PREFETCH then self:_dispatch() end
   return r
 end
 

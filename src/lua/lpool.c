@@ -191,8 +191,20 @@ static int pool_getpid(lua_State *L) {
     return 1;
 }
 
+/* core.pool_decode(s, pos [, functions]) -> the value encoded in s from
+ * byte pos on (no copy of the tail, as s:sub(pos) would make). */
+static int pool_decode(lua_State *L) {
+    size_t n;
+    const char *p = luaL_checklstring(L, 1, &n);
+    lua_Integer pos = luaL_checkinteger(L, 2);
+    luaL_argcheck(L, pos >= 1 && (size_t)pos <= n + 1, 2, "position out of range");
+    lmp_ldecode(L, p + pos - 1, n - (size_t)(pos - 1), lua_toboolean(L, 3) ? LMP_CODEC_FUNCTIONS : 0);
+    return 1;
+}
+
 static const luaL_Reg pool_funcs[] = {
     {"pool_getpid", pool_getpid},
+    {"pool_decode", pool_decode},
     {"pool_wait", pool_wait},
     {"pool_ignore_sigint", pool_ignore_sigint},
     {"pool_reader", reader_new},
