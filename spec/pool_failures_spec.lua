@@ -294,6 +294,27 @@ H.each_method(function(ctx, method)
       assert.are.equal("EAGAIN", ename)
     end)
 
+    -- TestPoolNotLeakOnFailure: the third worker cannot start; the two
+    -- that did are ended and reaped.  (Fork only: the wrapped start would
+    -- have to travel to spawn and forkserver workers with their class.)
+    if method == "fork" then
+      it("workers already started are released when a later one cannot start", function()
+        local cls = ctx.Process
+        local n = 0
+        rawset(cls, "start", function(self)
+          n = n + 1
+          if n == 3 then return nil, "start: Resource temporarily unavailable", "EAGAIN" end
+          return process.Process.start(self)
+        end)
+        local pool, err, ename = ctx.Pool(4)
+        rawset(cls, "start", nil)
+        assert.is_nil(pool)
+        assert.are.equal(3, n)
+        assert.matches("^start: ", err)
+        assert.are.equal("EAGAIN", ename)
+      end)
+    end
+
     local function alive(pid)
       local _, _, code = H.run("kill -0 " .. pid)
       return code == 0
