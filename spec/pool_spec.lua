@@ -96,6 +96,32 @@ H.each_method(function(ctx, method)
       assert.are.same({ 5 }, { table.unpack(r:get(10)) })
     end)
 
+    it("large chunks and results after short tasks never deadlock", function()
+      local pool <close> = ctx.Pool(2)
+      local small = {}
+      for i = 1, 64 do small[i] = i end
+      pool:map(sq, small, 1) -- short tasks: the pool hands out several at once
+      local xs = {}
+      for i = 1, 60000 do xs[i] = i end
+      local r = pool:map_async(sq, xs, 2000)
+      local got = assert(r:get(60))
+      assert.are.equal(60000, got.n)
+      assert.are.equal(60000 * 60000, got[60000])
+      local strs = {}
+      for i = 1, 40 do strs[i] = string.rep("x", 20000 + i) end
+      r = pool:map_async(function(s) return s .. s end, strs, 1)
+      got = assert(r:get(60))
+      for i = 1, 40 do assert.are.equal(2 * (20000 + i), #got[i]) end
+      -- floats, nan, -0.0 and huge integers cross exactly on the fast path
+      got = pool:map(function(x) return x end, { 1.5, 0 / 0, -0.0, math.maxinteger, math.mininteger, 2 ^ 53 })
+      assert.are.equal(1.5, got[1])
+      assert.is_true(got[2] ~= got[2])
+      assert.are.equal("-0.0", tostring(got[3]))
+      assert.are.equal(math.maxinteger, got[4])
+      assert.are.equal(math.mininteger, got[5])
+      assert.are.equal("float", math.type(got[6]))
+    end)
+
     it("map keeps nil results in place", function()
       local pool <close> = ctx.Pool(2)
       local got = pool:map(function(x) if x % 2 == 0 then return x end end, { 1, 2, 3, 4 }, 1)
@@ -268,9 +294,10 @@ H.each_method(function(ctx, method)
       p:join()
       p:close()
       assert.are.same({}, process.wait({ pool:apply_async(function() sleep(0.5) end) }, 0.01))
+      local fresh <close> = ctx.Pool(2) -- both workers free
       local rs = {
-        pool:apply_async(function() sleep(0.3) return 3 end),
-        pool:apply_async(function() return 1 end),
+        fresh:apply_async(function() sleep(1) return 3 end),
+        fresh:apply_async(function() return 1 end),
       }
       local order = {}
       for r in process.as_completed(rs, 10) do order[#order + 1] = r:get() end
