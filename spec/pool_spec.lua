@@ -407,7 +407,8 @@ H.each_method(function(ctx, method)
       local pool <close> = ctx.Pool(1)
       assert.has_error(function() pool:apply(42) end, "bad argument #1 to 'apply' (function expected, got number)")
       assert.has_error(function() pool:map(sq, 5) end, "bad argument #2 to 'map' (table expected, got number)")
-      assert.has_error(function() pool:map(sq, {}, 0) end, "bad argument #3 to 'map' (chunksize must be a positive integer)")
+      assert.has_error(function() pool:map(sq, {}, 0) end,
+        "bad argument #3 to 'map' (chunksize must be a positive integer)")
       local ok, err = pcall(function() pool:apply(42) end)
       assert.is_false(ok)
       assert.matches("^spec/pool_spec.lua:%d+:", err) -- points at the caller's line

@@ -50,11 +50,10 @@
 -- worker should take the notes that have arrived before it starts each
 -- task.  It ends at EOF.
 local core = ...
-local process = require "process"
 local R = require "process.asyncresult"
 
-local error, type, select, pairs, ipairs, tostring = error, type, select, pairs, ipairs, tostring
-local setmetatable, getmetatable, rawget = setmetatable, getmetatable, rawget
+local error, type, pairs, ipairs, tostring = error, type, pairs, ipairs, tostring
+local setmetatable, getmetatable = setmetatable, getmetatable
 local spack, sunpack = string.pack, string.unpack
 local fmt = string.format
 local now = core.now
@@ -676,14 +675,14 @@ end
 -- The bookkeeping without blocking (ready(), process.wait).
 function Pool:_step()
   if getpid() ~= self._owner then return end
-  self:_guarded(function() self:_pump(now()) end)
+  self:_guarded(now())
   run_callbacks(self)
 end
 
--- Runs f; an error that escapes the bookkeeping (Ctrl-C, out of memory)
--- terminates the workers before it is raised again.
-function Pool:_guarded(f)
-  local ok, err = pcall(f)
+-- One round of bookkeeping; an error that escapes it (Ctrl-C, out of
+-- memory) terminates the workers before it is raised again.
+function Pool:_guarded(deadline)
+  local ok, err = pcall(self._pump, self, deadline)
   if not ok then
     pcall(self.terminate, self)
     error(err, 0)
@@ -703,7 +702,7 @@ function Pool:_wait_for(cond, deadline)
       if cond() then return true end
       return false
     end
-    self:_guarded(function() self:_pump(deadline) end)
+    self:_guarded(deadline)
   end
 end
 
@@ -1001,7 +1000,7 @@ local function imap(self, fname, f, iterable, chunksize, mode, ordered)
   local function refill()
     while not exhausted and inflight < limit and self._state == "RUN" do
       local n = 0
-      for k = 1, chunksize do
+      for _ = 1, chunksize do
         local v = nextitem()
         if v == nil then exhausted = true; break end
         n = n + 1
