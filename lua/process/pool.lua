@@ -60,6 +60,7 @@ local now = core.now
 local getpid = core.pool_getpid
 local encode, decode, decode_at = core.encode, core.decode, core.pool_decode
 local pack_numbers, unpack_numbers = core.pool_pack_numbers, core.pool_unpack_numbers
+local new_list = core.pool_list
 local tpack, tunpack = table.pack, table.unpack
 
 local P = {}
@@ -121,7 +122,8 @@ end
 -- that raised it.
 local function run_map(f, items, star)
   local n = #items
-  local out = { n = n }
+  local out = new_list(n)
+  out.n = n
   local i = 0
   local ok, err = call(handler, function()
     if star then
@@ -565,7 +567,11 @@ function Pool:_on_msg(h, bytes)
   start_head(w, t)
   if not task.cancelled then
     local ok, v
-    if rfmt == 1 then
+    if rfmt == 1 and task.into and st == ST_OK then
+      -- a map's chunk of numbers: straight into the map's list
+      ok, v = pcall(unpack_numbers, bytes, pos, task.into, task.first)
+      v = ok and true or v
+    elseif rfmt == 1 then
       ok, v = pcall(unpack_numbers, bytes, pos)
     else
       ok, v = pcall(decode_at, bytes, pos)
@@ -875,7 +881,8 @@ local function map_async(self, fname, f, list, chunksize, mode, opts)
   local fn = { encode_fn(f, 3) }
   local n = #list
   chunksize = chunksize or default_chunksize(self, n)
-  local out = { n = n }
+  local out = new_list(n)
+  out.n = n
   local r = R.new(self, self._nextid + 1, opts)
   local tasks, left = {}, 0
   local failed -- lowest failing index, its error
@@ -890,7 +897,7 @@ local function map_async(self, fname, f, list, chunksize, mode, opts)
   local function done(task, ok, v, index)
     left = left - 1
     if ok then
-      table.move(v, 1, v.n, task.first, out)
+      if v ~= true then table.move(v, 1, v.n, task.first, out) end -- (true: already there)
     else
       local at = task.first + (index or 1) - 1
       if not failed or at < failed.at then
@@ -906,7 +913,9 @@ local function map_async(self, fname, f, list, chunksize, mode, opts)
   local ok, err = pcall(function()
     for first = 1, n, chunksize do
       local last = math.min(n, first + chunksize - 1)
-      tasks[#tasks + 1] = submit_chunk(self, fn, mode, list, first, last, "list", done, -1)
+      local task = submit_chunk(self, fn, mode, list, first, last, "list", done, -1)
+      task.into = out
+      tasks[#tasks + 1] = task
       left = left + 1
       if #tasks <= self._n then self:_dispatch() end -- workers start while the rest is encoded
     end
