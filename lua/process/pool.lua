@@ -101,8 +101,8 @@ local call = core.call
 
 -- The first message a worker sends: ready, or its initializer's error.
 function P.ready_message(init_error)
-  if init_error == nil then return spack("<jBB", 0, ST_READY, 0) end
-  return spack("<jBB", 0, ST_INIT, 0) .. encode(tostring(init_error):sub(1, 65536))
+  if init_error == nil then return spack("<jBBf", 0, ST_READY, 0, 0) end
+  return spack("<jBBf", 0, ST_INIT, 0, 0) .. encode(tostring(init_error):sub(1, 65536))
 end
 
 -- Runs the initializer; returns nil or its error (with traceback).
@@ -114,8 +114,14 @@ function P.initialize(initializer, initargs)
   return nil
 end
 
+-- Every reply starts with the task's id, its status, the format of what
+-- follows (1: a list of numbers, 0: the codec) and the seconds the task
+-- ran in the worker (which tells the parent whether tasks are short).
+local started = 0
+
 local function err_reply(id, msg, index)
-  return spack("<jBB", id, ST_ERR, 0) .. encode({ tostring(msg):sub(1, 65536), index or 1 })
+  return spack("<jBBf", id, ST_ERR, 0, now() - started)
+    .. encode({ tostring(msg):sub(1, 65536), index or 1 })
 end
 
 -- One protected call for the whole chunk; on an error, i is the item
@@ -181,9 +187,10 @@ end
 function P.handle(msg, st)
   local kind, id, fnid, mode, cacheit, afmt, fnpart, pos = sunpack("<BjjBBBs4", msg)
   if kind ~= KIND_TASK then error("unknown message kind " .. kind) end
+  started = now()
   if st.skip[id] then
     st.skip[id] = nil
-    return spack("<jBB", id, ST_SKIPPED, 0)
+    return spack("<jBBf", id, ST_SKIPPED, 0, 0)
   end
   local ok, f = pcall(get_fn, fnid, cacheit, fnpart, st)
   local args
@@ -208,14 +215,14 @@ function P.handle(msg, st)
     local out, err, index = run_map(f, args, mode == MODE_STAR)
     if not out then return err_reply(id, err, index) end
     local nums = pack_numbers(out, 1, out.n)
-    if nums then return spack("<jBB", id, ST_OK, 1) .. nums end
+    if nums then return spack("<jBBf", id, ST_OK, 1, now() - started) .. nums end
     ok, reply = pcall(encode, out)
   end
   if not ok then
     return err_reply(id, fmt("task %d: cannot send its result: %s",
       id, (tostring(reply):gsub("^value", "result"))))
   end
-  return spack("<jBB", id, ST_OK, 0) .. reply
+  return spack("<jBBf", id, ST_OK, 0, now() - started) .. reply
 end
 
 ----------------------------------------------------------------------------
@@ -324,7 +331,7 @@ function Pool:_spawn()
   local h, err, ename = self._backend:start()
   if not h then return false, err, ename end
   self._workers[h] = { h = h, tasks = {}, nsent = 0, ntasks = 0, ready = false,
-                       known = {}, nknown = 0, since = 0 }
+                       known = {}, nknown = 0 }
   self._nworkers = self._nworkers + 1
   return true
 end
@@ -377,7 +384,6 @@ end
 local function start_head(w, t)
   local task = w.tasks[1]
   if task then
-    w.since = t
     task.deadline = task.timeout and t + task.timeout or nil
   end
 end
@@ -546,7 +552,7 @@ end
 function Pool:_on_msg(h, bytes)
   local w = self._workers[h]
   if not w then return end -- a worker being terminated: too late
-  local id, st, rfmt, pos = sunpack("<jBB", bytes)
+  local id, st, rfmt, ran, pos = sunpack("<jBBf", bytes)
   if st == ST_READY then
     w.ready = true
     return
@@ -562,8 +568,9 @@ function Pool:_on_msg(h, bytes)
   task.worker = nil
   w.ntasks = w.ntasks + 1
   local t = now()
-  local took = t - w.since
-  self._avg = self._avg and (0.8 * self._avg + 0.2 * took) or took
+  -- how long tasks run in the worker (not counting the trip: on a
+  -- loaded machine that would hide how short they are)
+  if st ~= ST_SKIPPED then self._avg = self._avg and (0.8 * self._avg + 0.2 * ran) or ran end
   start_head(w, t)
   if not task.cancelled then
     local ok, v
