@@ -186,7 +186,19 @@ H.each_method(function(ctx, method)
         if i == 10 then break end
       end
       -- 2 * processes + 1 chunks of 3 beyond what was consumed, and a chunk
-      assert.is_true(pulled <= 40, "pulled " .. pulled)
+      assert.is_true(pulled <= 10 + (2 * 2 + 1) * 3 + 3, "pulled " .. pulled)
+      -- a slow first item: later results wait for it, but no more are pulled
+      pulled = 0
+      for i, v in pool:imap(function(x)
+        if x == 1 then require("process").wait({}, 0.5) end
+        return x
+      end, forever, 1) do
+        assert.are.equal(i, v)
+        if i == 1 then
+          assert.is_true(pulled <= (2 * 2 + 1) + 1, "pulled " .. pulled .. " behind a slow item")
+          break
+        end
+      end
     end)
 
     it("imap raises a failing item's error at that item", function()

@@ -987,8 +987,10 @@ local function imap(self, fname, f, iterable, chunksize, mode, ordered)
   else
     nextitem = iterable
   end
-  local limit = 2 * self._n + 1  -- chunks in flight
-  local inflight, exhausted, count = 0, false, 0
+  -- items submitted but not yet given to the loop (in flight, or done
+  -- and waiting for an earlier one) stay under this bound
+  local limit = (2 * self._n + 1) * chunksize
+  local inflight, exhausted, count, yielded = 0, false, 0, 0
   local results = {}   -- index -> {ok, value}
   local order = {}     -- completion order (unordered)
   local ohead = 1
@@ -1014,7 +1016,7 @@ local function imap(self, fname, f, iterable, chunksize, mode, ordered)
     end
   end
   local function refill()
-    while not exhausted and inflight < limit and self._state == "RUN" do
+    while not exhausted and count - yielded < limit and self._state == "RUN" do
       local n = 0
       for _ = 1, chunksize do
         local v = nextitem()
@@ -1048,6 +1050,7 @@ local function imap(self, fname, f, iterable, chunksize, mode, ordered)
         local res = results[at]
         results[at] = nil
         if ordered then nexti = nexti + 1 end
+        yielded = yielded + 1
         refill()
         if not res[1] then error(res[2], 2) end
         return at, res[2]
