@@ -1,0 +1,302 @@
+/*
+ * lmpi.c - process.mpi: a small MPI binding and the entry point that turns
+ * ranks 1..N-1 into task servers.
+ *
+ *   mpiexec -n N luamp -l process.mpi script.lua     (or lua5.4 -l ...)
+ *
+ * luaopen_process_mpi initialises MPI (once).  On rank 0 it returns the
+ * module (lua/process/mpi.lua completes it: Pool, the scheduler).  On every
+ * other rank it never returns: it runs the serving loop (mpi.lua's _serve)
+ * until rank 0 says STOP, then finalises MPI and exits 0, so the script
+ * after `-l process.mpi` only ever runs on rank 0.
+ *
+ * Rank 0's end: when its Lua state closes (script end, an uncaught error)
+ * or the process exits (os.exit, which skips lua_close in a stock lua5.4),
+ * shutdown() sends STOP to every server, then receives and drops whatever
+ * they still send until each has answered BYE (a server blocked sending a
+ * large result is thereby released), and finalises MPI.  Only the process
+ * that initialised MPI does this: forked children (task children on the
+ * servers, local Process children on rank 0) never touch MPI.
+ *
+ * Waiting never spins a core: recv(timeout) probes with MPI_Improbe, a few
+ * times back to back, then between sleeps that double from 20 us up to a
+ * cap (1 ms by default), so an idle rank costs about a thousand probes a
+ * second.  Messages are codec bytes (the Lua side encodes them); the
+ * binding only moves strings with a tag.
+ *
+ * Uses: MPI (any MPI-3 implementation), the Lua C API.  The bytes a peer
+ * sends are handed to Lua as a string; this file trusts nothing in them.
+ */
+#include <dlfcn.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <mpi.h>
+
+#include "lauxlib.h"
+#include "lua.h"
+#include "lua/lembed.h"
+
+#define LMP_API __attribute__((visibility("default")))
+
+/* Tags of the protocol between rank 0 and the servers (see mpi.lua). */
+enum { TAG_TASK = 1, TAG_CANCEL = 2, TAG_STOP = 3, TAG_RESULT = 4, TAG_BYE = 5 };
+
+static int g_inited;    /* MPI_Init done by us */
+static int g_finalized; /* shutdown done */
+static pid_t g_pid;     /* the process that initialised MPI */
+static int g_rank, g_size;
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void nap(double seconds) {
+    struct timespec ts = {(time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9)};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+/* Backoff state for a wait: `spins` probes back to back, then sleeps that
+ * double from 20 us to cap. */
+typedef struct {
+    int spins;
+    double sleep, cap;
+} backoff;
+
+static void backoff_init(backoff *b, double cap) {
+    b->spins = 64;
+    b->sleep = 20e-6;
+    b->cap = cap;
+}
+
+/* Sleep the next step, never past deadline (< 0: none).  Returns 0 once
+ * the deadline has passed. */
+static int backoff_step(backoff *b, double deadline) {
+    if (b->spins > 0) {
+        b->spins--;
+        return deadline < 0 || now() < deadline;
+    }
+    double s = b->sleep;
+    if (deadline >= 0) {
+        double left = deadline - now();
+        if (left <= 0) return 0;
+        if (s > left) s = left;
+    }
+    nap(s);
+    b->sleep = b->sleep * 2 > b->cap ? b->cap : b->sleep * 2;
+    return 1;
+}
+
+/* The last step of rank 0: STOP to every server, drain until every BYE,
+ * finalise.  Idempotent; a no-op in any other process than the one that
+ * initialised MPI, and on the servers (they finalise in serve_and_exit). */
+static void shutdown_mpi(void) {
+    if (!g_inited || g_finalized || getpid() != g_pid) return;
+    g_finalized = 1;
+    int fin = 0;
+    MPI_Finalized(&fin);
+    if (fin) return;
+    if (g_rank == 0) {
+        for (int r = 1; r < g_size; r++) MPI_Send(NULL, 0, MPI_BYTE, r, TAG_STOP, MPI_COMM_WORLD);
+        int byes = 0;
+        backoff b;
+        backoff_init(&b, 1e-3);
+        while (byes < g_size - 1) {
+            int flag = 0;
+            MPI_Message m;
+            MPI_Status st;
+            MPI_Improbe(MPI_ANY_SOURCE, MPI_ANY_TAG, MPI_COMM_WORLD, &flag, &m, &st);
+            if (!flag) {
+                backoff_step(&b, -1);
+                continue;
+            }
+            int count = 0;
+            MPI_Get_count(&st, MPI_BYTE, &count);
+            char *buf = malloc(count > 0 ? (size_t)count : 1);
+            if (buf == NULL) MPI_Abort(MPI_COMM_WORLD, 1);
+            MPI_Mrecv(buf, count, MPI_BYTE, &m, &st);
+            free(buf);
+            if (st.MPI_TAG == TAG_BYE) byes++;
+            backoff_init(&b, 1e-3);
+        }
+    }
+    MPI_Finalize();
+}
+
+static int l_shutdown(lua_State *L) {
+    (void)L;
+    shutdown_mpi();
+    return 0;
+}
+
+static int l_rank(lua_State *L) {
+    lua_pushinteger(L, g_rank);
+    return 1;
+}
+
+static int l_size(lua_State *L) {
+    lua_pushinteger(L, g_size);
+    return 1;
+}
+
+static int l_processor_name(lua_State *L) {
+    char name[MPI_MAX_PROCESSOR_NAME + 1];
+    int len = 0;
+    MPI_Get_processor_name(name, &len);
+    lua_pushlstring(L, name, (size_t)(len < 0 ? 0 : len));
+    return 1;
+}
+
+static void check_usable(lua_State *L) {
+    if (g_finalized || getpid() != g_pid) luaL_error(L, "process.mpi: MPI is not usable in this process");
+}
+
+/* send(dest, tag, bytes): a blocking standard send. */
+static int l_send(lua_State *L) {
+    check_usable(L);
+    lua_Integer dest = luaL_checkinteger(L, 1);
+    lua_Integer tag = luaL_checkinteger(L, 2);
+    size_t n;
+    const char *s = luaL_optlstring(L, 3, "", &n);
+    luaL_argcheck(L, dest >= 0 && dest < g_size && dest != g_rank, 1, "no such rank");
+    luaL_argcheck(L, tag >= TAG_TASK && tag <= TAG_BYE, 2, "unknown tag");
+    if (n > INT_MAX) return luaL_error(L, "process.mpi: message of %zu bytes is too large (at most %d)", n, INT_MAX);
+    int rc = MPI_Send(s, (int)n, MPI_BYTE, (int)dest, (int)tag, MPI_COMM_WORLD);
+    if (rc != MPI_SUCCESS) return luaL_error(L, "process.mpi: MPI_Send failed (%d)", rc);
+    return 0;
+}
+
+/* recv([timeout [, cap]]) -> source, tag, bytes | nil (timeout)
+ * timeout nil: wait forever; 0: just look.  cap: the longest sleep between
+ * probes (seconds, default 1 ms). */
+static int l_recv(lua_State *L) {
+    check_usable(L);
+    double timeout = luaL_optnumber(L, 1, -1);
+    double cap = luaL_optnumber(L, 2, 1e-3);
+    if (lua_isnil(L, 1)) timeout = -1;
+    else if (timeout < 0) timeout = 0;
+    if (!(cap > 0)) cap = 1e-3;
+    double deadline = timeout < 0 ? -1 : now() + timeout;
+    backoff b;
+    backoff_init(&b, cap);
+    for (;;) {
+        int flag = 0;
+        MPI_Message m;
+        MPI_Status st;
+        int rc = MPI_Improbe(MPI_ANY_SOURCE, MPI_ANY_TAG, MPI_COMM_WORLD, &flag, &m, &st);
+        if (rc != MPI_SUCCESS) return luaL_error(L, "process.mpi: MPI_Improbe failed (%d)", rc);
+        if (flag) {
+            int count = 0;
+            MPI_Get_count(&st, MPI_BYTE, &count);
+            if (count < 0) count = 0;
+            luaL_Buffer lb;
+            char *p = luaL_buffinitsize(L, &lb, (size_t)count);
+            rc = MPI_Mrecv(p, count, MPI_BYTE, &m, &st);
+            if (rc != MPI_SUCCESS) return luaL_error(L, "process.mpi: MPI_Mrecv failed (%d)", rc);
+            luaL_pushresultsize(&lb, (size_t)count);
+            lua_pushinteger(L, st.MPI_SOURCE);
+            lua_insert(L, -2);
+            lua_pushinteger(L, st.MPI_TAG);
+            lua_insert(L, -2);
+            return 3;
+        }
+        if (timeout == 0 || !backoff_step(&b, deadline)) return 0;
+    }
+}
+
+static const luaL_Reg funcs[] = {
+    {"rank", l_rank},     {"size", l_size},         {"processor_name", l_processor_name},
+    {"_send", l_send},    {"_recv", l_recv},        {"_shutdown", l_shutdown},
+    {NULL, NULL}};
+
+/* __gc of a sentinel in the registry: rank 0's lua_close shuts MPI down. */
+static int sentinel_gc(lua_State *L) {
+    (void)L;
+    shutdown_mpi();
+    return 0;
+}
+
+static void init_mpi(lua_State *L) {
+    int inited = 0;
+    MPI_Initialized(&inited);
+    if (!inited) {
+        /* A stock lua5.4 dlopens this module RTLD_LOCAL; some MPI builds
+         * load plugins that expect libmpi's symbols to be global. */
+        Dl_info info;
+        if (dladdr((void *)MPI_Init, &info) && info.dli_fname)
+            (void)dlopen(info.dli_fname, RTLD_NOW | RTLD_GLOBAL | RTLD_NOLOAD);
+        int provided;
+        if (MPI_Init_thread(NULL, NULL, MPI_THREAD_SINGLE, &provided) != MPI_SUCCESS)
+            luaL_error(L, "process.mpi: MPI_Init failed");
+        g_inited = 1;
+        g_pid = getpid();
+        atexit(shutdown_mpi);
+    } else if (!g_inited) {
+        /* initialised by the host: it finalises too */
+        g_pid = getpid();
+        g_finalized = 0;
+    }
+    MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &g_size);
+}
+
+/* [-0, +1, e]  Run the embedded lua/process/mpi.lua with the table on top
+ * (popped); pushes what it returns. */
+static void run_embedded(lua_State *L) {
+    const lmp_embedded *e = &lmp_embedded_lua[0];
+    if (luaL_loadbufferx(L, e->bin, e->binlen, e->chunk, "b") != LUA_OK) {
+        lua_pop(L, 1);
+        if (luaL_loadbufferx(L, e->src, e->len, e->chunk, "t") != LUA_OK) lua_error(L);
+    }
+    lua_insert(L, -2);
+    lua_call(L, 1, 1);
+}
+
+LMP_API int luaopen_process_mpi(lua_State *L);
+
+LMP_API int luaopen_process_mpi(lua_State *L) {
+    init_mpi(L);
+    if (g_inited && g_rank == 0) {
+        lua_newuserdatauv(L, 0, 0);
+        lua_newtable(L);
+        lua_pushcfunction(L, sentinel_gc);
+        lua_setfield(L, -2, "__gc");
+        lua_setmetatable(L, -2);
+        lua_setfield(L, LUA_REGISTRYINDEX, "luamp.mpi.sentinel");
+    }
+    luaL_newlib(L, funcs);
+    lua_pushinteger(L, TAG_TASK);
+    lua_setfield(L, -2, "_TASK");
+    lua_pushinteger(L, TAG_CANCEL);
+    lua_setfield(L, -2, "_CANCEL");
+    lua_pushinteger(L, TAG_STOP);
+    lua_setfield(L, -2, "_STOP");
+    lua_pushinteger(L, TAG_RESULT);
+    lua_setfield(L, -2, "_RESULT");
+    lua_pushinteger(L, TAG_BYE);
+    lua_setfield(L, -2, "_BYE");
+    run_embedded(L);
+    if (g_rank == 0 || !g_inited) return 1;
+    /* A server: serve until STOP, then end here. */
+    lua_getfield(L, -1, "_serve");
+    int status = lua_pcall(L, 0, 0, 0);
+    if (status != LUA_OK) {
+        fprintf(stderr, "process.mpi: rank %d: %s\n", g_rank,
+                lua_tostring(L, -1) ? lua_tostring(L, -1) : "(error object)");
+        fflush(stderr);
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    MPI_Send(NULL, 0, MPI_BYTE, 0, TAG_BYE, MPI_COMM_WORLD);
+    g_finalized = 1;
+    MPI_Finalize();
+    fflush(NULL);
+    exit(0);
+}
