@@ -81,9 +81,9 @@ local function start_quietly(p)
   if warned then return p:start() end
   warned = true
   local stderr = io.stderr
-  io.stderr = {write = function(self) return self end, flush = function() end}
+  io.stderr = {write = function(self) return self end, flush = function() end} -- luacheck: ignore 122
   local ok, a, b, c = pcall(p.start, p)
-  io.stderr = stderr
+  io.stderr = stderr -- luacheck: ignore 122
   if not ok then error(a, 0) end
   return a, b, c
 end
@@ -215,7 +215,7 @@ local function dispatch()
   end
 end
 
-local function failure(task, msg)
+local function failure(_, msg)
   return {ok = false, index = 0, err = msg}
 end
 
@@ -381,27 +381,34 @@ end
 
 local function check_running(pool, fname)
   if getmetatable(pool) ~= Pool then argerror(1, fname, "pool expected", 3) end
-  if pool.state ~= "run" then error("pool not running", 3) end
+  if pool.state ~= "run" then error("pool not running", 4) end
 end
 
 -- The job's bytes; a value that cannot be sent raises at the caller's
 -- line with its path as the user wrote it.
-local function job_blob(pool, f, items, name_item, level)
+-- (items hold arg lists; single = each is {value, n = 1}: name the value)
+local function job_blob(pool, f, items, name_item, single, level)
   local ok, blob = pcall(encode, {f = f, items = items, init = pool.init, initargs = pool.initargs}, true)
   if ok then return blob end
   local msg = tostring(blob)
-  msg = msg:gsub("^value%.f", "f"):gsub("^value%.init", "initializer")
-  msg = msg:gsub("^value%.items%[(%d+)%]", function(i) return name_item(tonumber(i)) end)
+  msg = msg:gsub("^value%.f", "f"):gsub("^value%.initargs", "initargs"):gsub("^value%.init", "initializer")
+  msg = msg:gsub(single and "^value%.items%[(%d+)%]%[1%]" or "^value%.items%[(%d+)%]",
+    function(i) return name_item(tonumber(i)) end)
   error(msg, level + 1)
 end
 
--- Queue one task of `items` (arg lists); on_done gets the outcome.
-local function submit(pool, f, items, name_item, timeout, on_done, level)
-  local blob = job_blob(pool, f, items, name_item, level + 1)
+-- A task of `items` (arg lists), encoded now, so a value that cannot be
+-- sent raises before anything is queued; on_done gets the outcome.
+local function prepare(pool, f, items, name_item, single, timeout, on_done, level)
+  local blob = job_blob(pool, f, items, name_item, single, level + 1)
   sched.next_id = sched.next_id + 1
   pool.ntasks = pool.ntasks + 1
-  local task = {id = sched.next_id, number = pool.ntasks, pool = pool, blob = blob,
+  return {id = sched.next_id, number = pool.ntasks, pool = pool, blob = blob,
     timeout = timeout or pool.timeout, on_done = on_done}
+end
+
+local function enqueue(task)
+  local pool = task.pool
   local q = pool.queue
   q.tail = q.tail + 1
   q[q.tail] = task
@@ -410,39 +417,50 @@ local function submit(pool, f, items, name_item, timeout, on_done, level)
   return task
 end
 
+local function submit(pool, f, items, name_item, single, timeout, on_done, level)
+  return enqueue(prepare(pool, f, items, name_item, single, timeout, on_done, level + 1))
+end
+
 local function check_f(f, fname)
   local t = type(f)
-  if t ~= "function" then argerror(1, fname, "function expected, got " .. t, 3) end
+  if t ~= "function" then argerror(1, fname, "function expected, got " .. t, 4) end
 end
 
 local function pack_args(args, fname, n)
   if args == nil then return {n = 0} end
-  if type(args) ~= "table" then argerror(n, fname, "table expected, got " .. type(args), 3) end
+  if type(args) ~= "table" then argerror(n, fname, "table expected, got " .. type(args), 4) end
   return args
 end
 
-function Pool:apply_async(f, args, opts)
-  check_running(self, "apply_async")
-  check_f(f, "apply_async")
-  args = pack_args(args, "apply_async", 2)
+local function apply_async(self, f, args, opts, fname)
+  check_running(self, fname)
+  check_f(f, fname)
+  args = pack_args(args, fname, 2)
   opts = opts or {}
-  if type(opts) ~= "table" then argerror(3, "apply_async", "table expected, got " .. type(opts), 2) end
+  if type(opts) ~= "table" then argerror(3, fname, "table expected, got " .. type(opts), 3) end
   local r = new_result(self, opts.callback, opts.error_callback)
   local task
-  task = submit(self, f, {args}, function() return "args" end, opts.timeout, function(outcome)
+  task = submit(self, f, {args}, function() return "args" end, false, opts.timeout, function(outcome)
     if outcome.ok then
       resolve(r, true, outcome.results[1])
     else
       resolve(r, false, outcome.err)
     end
-  end, 2)
+  end, 3)
   r.tasks[1] = task
   return r
 end
 
+-- (the methods keep a frame of their own: no tail calls, so error levels
+-- point at the user's line)
+function Pool:apply_async(f, args, opts)
+  local r = apply_async(self, f, args, opts, "apply_async")
+  return r
+end
+
 function Pool:apply(f, args)
-  check_running(self, "apply")
-  return self:apply_async(f, args):get()
+  local r = apply_async(self, f, args, nil, "apply")
+  return r:get()
 end
 
 local function chunk_size(self, n, chunksize, fname)
@@ -452,7 +470,7 @@ local function chunk_size(self, n, chunksize, fname)
     return math.max(c, 1)
   end
   if math.type(chunksize) ~= "integer" or chunksize < 1 then
-    argerror(3, fname, "chunksize must be a positive integer", 3)
+    argerror(3, fname, "chunksize must be a positive integer", 4)
   end
   return chunksize
 end
@@ -467,7 +485,7 @@ local function map_async(self, f, list, chunksize, star, fname, opts)
   local size = chunk_size(self, n, chunksize, fname)
   opts = opts or {}
   local r = new_result(self, opts.callback, opts.error_callback)
-  local out, pending, fail_at, fail_err = {n = n}, 0, nil, nil
+  local out, pending, fail_at, fail_err = {}, 0, nil, nil
   local function finish()
     if pending > 0 then return end
     if fail_at then resolve(r, false, fail_err) else resolve(r, true, {out, n = 1}) end
@@ -485,7 +503,7 @@ local function map_async(self, f, list, chunksize, star, fname, opts)
       end
     end
     pending = pending + 1
-    r.tasks[#r.tasks + 1] = submit(self, f, items, function(j) return fmt("list[%d]", s + j - 1) end, nil,
+    r.tasks[#r.tasks + 1] = prepare(self, f, items, function(j) return fmt("list[%d]", s + j - 1) end, not star, nil,
       function(outcome)
         pending = pending - 1
         if outcome.ok then
@@ -495,16 +513,32 @@ local function map_async(self, f, list, chunksize, star, fname, opts)
           if not fail_at or at < fail_at then fail_at, fail_err = at, outcome.err end
         end
         finish()
-      end, 3)
+      end, 2)
   end
+  for _, task in ipairs(r.tasks) do enqueue(task) end
   finish()
   return r
 end
 
-function Pool:map_async(f, list, chunksize, opts) return map_async(self, f, list, chunksize, false, "map_async", opts) end
-function Pool:starmap_async(f, list, chunksize, opts) return map_async(self, f, list, chunksize, true, "starmap_async", opts) end
-function Pool:map(f, list, chunksize) return (map_async(self, f, list, chunksize, false, "map"):get()) end
-function Pool:starmap(f, list, chunksize) return (map_async(self, f, list, chunksize, true, "starmap"):get()) end
+function Pool:map_async(f, list, chunksize, opts)
+  local r = map_async(self, f, list, chunksize, false, "map_async", opts)
+  return r
+end
+
+function Pool:starmap_async(f, list, chunksize, opts)
+  local r = map_async(self, f, list, chunksize, true, "starmap_async", opts)
+  return r
+end
+
+function Pool:map(f, list, chunksize)
+  local r = map_async(self, f, list, chunksize, false, "map")
+  return (r:get())
+end
+
+function Pool:starmap(f, list, chunksize)
+  local r = map_async(self, f, list, chunksize, true, "starmap")
+  return (r:get())
+end
 
 -- imap / imap_unordered / istarmap: at most 2 chunks per rank in flight.
 local function imap(self, f, iterable, chunksize, star, ordered, fname)
@@ -531,30 +565,31 @@ local function imap(self, f, iterable, chunksize, star, ordered, fname)
     argerror(3, fname, "chunksize must be a positive integer", 3)
   end
   local size = chunksize or 1
-  local max_inflight = 2 * self.limit
-  local inflight, exhausted, count = 0, false, 0
+  -- taken from the iterable but not yet handed out: at most 2 chunks per rank
+  local ahead = 2 * self.limit * size
+  local exhausted, count, delivered = false, 0, 0
   local ready = {}            -- index -> {ok, value}
   local order = {}            -- completion order (unordered)
   local next_out = 1
   local pool = self
   local function fill()
-    while not exhausted and inflight < max_inflight do
+    while not exhausted and count - delivered < ahead do
       local items, s = {}, count + 1
       for _ = 1, size do
         local v, more = next_item()
         if not more then exhausted = true; break end
         count = count + 1
         if star then
-          if type(v) ~= "table" then error(fmt("bad argument #2 to '%s' (item %d is not a table of arguments)", fname, count), 0) end
+          if type(v) ~= "table" then
+            error(fmt("bad argument #2 to '%s' (item %d is not a table of arguments)", fname, count), 0)
+          end
           items[#items + 1] = v
         else
           items[#items + 1] = {v, n = 1}
         end
       end
       if #items == 0 then break end
-      inflight = inflight + 1
-      submit(pool, f, items, function(j) return fmt("item[%d]", s + j - 1) end, nil, function(outcome)
-        inflight = inflight - 1
+      submit(pool, f, items, function(j) return fmt("item %d", s + j - 1) end, not star, nil, function(outcome)
         if outcome.ok then
           for j, pack in ipairs(outcome.results) do
             ready[s + j - 1] = {true, pack[1]}
@@ -567,7 +602,7 @@ local function imap(self, f, iterable, chunksize, star, ordered, fname)
             order[#order + 1] = j
           end
         end
-      end, 4)
+      end, 3)
     end
   end
   local pos = 1
@@ -589,14 +624,26 @@ local function imap(self, f, iterable, chunksize, star, ordered, fname)
     end
     local entry = ready[idx]
     ready[idx] = nil
+    delivered = delivered + 1
     if not entry[1] then error(entry[2], 0) end
     return idx, entry[2]
   end
 end
 
-function Pool:imap(f, it, chunksize) return imap(self, f, it, chunksize, false, true, "imap") end
-function Pool:imap_unordered(f, it, chunksize) return imap(self, f, it, chunksize, false, false, "imap_unordered") end
-function Pool:istarmap(f, it, chunksize) return imap(self, f, it, chunksize, true, true, "istarmap") end
+function Pool:imap(f, it, chunksize)
+  local iter = imap(self, f, it, chunksize, false, true, "imap")
+  return iter
+end
+
+function Pool:imap_unordered(f, it, chunksize)
+  local iter = imap(self, f, it, chunksize, false, false, "imap_unordered")
+  return iter
+end
+
+function Pool:istarmap(f, it, chunksize)
+  local iter = imap(self, f, it, chunksize, true, true, "istarmap")
+  return iter
+end
 
 function Pool:close()
   if self.state == "run" then self.state = "close" end
