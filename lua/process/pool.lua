@@ -1,0 +1,974 @@
+-- process/pool.lua - the Pool scheduler, independent of how workers are
+-- reached (README "Pool", API.md "Pool").
+--
+-- No helper threads: all bookkeeping runs inside the blocking calls of
+-- the Lua state that owns the pool (get, wait, map, join, the iterators,
+-- process.wait).  The parent hands each task to one idle worker over
+-- that worker's own channel, so it always knows which task each worker
+-- holds; nothing is shared between workers.
+--
+-- Worker backends
+-- ===============
+-- A backend moves tasks to workers and reports what happens to them.
+-- process.pool_local runs workers as child processes over a Pipe each;
+-- process.mpi.Pool runs them on MPI ranks.  A backend is an object with:
+--
+--   b:start() -> h | nil, err       start one worker.  h is a table the
+--                                   backend owns; the scheduler reads only
+--                                   h.pid (for messages, may be nil).
+--   b:send(h, bytes) -> true | nil, err
+--                                   deliver one task message (from
+--                                   P.task_message) to worker h.  A
+--                                   refusal means h is dead or dying: its
+--                                   "exit" event follows.
+--   b:wait(timeout) -> events       wait at most timeout seconds (nil:
+--                                   forever) for something to happen to
+--                                   any worker not released yet, and
+--                                   return a list (empty on timeout, or
+--                                   when a signal cut the wait short) of
+--                                     {h, "msg", bytes}   a reply (from
+--                                                         P.serve/P.ready_message)
+--                                     {h, "exit", code}   the worker ended
+--                                   A worker's messages come before its exit.
+--   b:terminate(h) / b:kill(h)      SIGTERM / SIGKILL (or the equivalent)
+--   b:retire(h)                     no more tasks: the worker ends when it
+--                                   has read what it was sent (EOF)
+--   b:release(h)                    after h's "exit" event: reap, free
+--   b:fds() -> list | nil           descriptors that become readable when
+--                                   b:wait has something (process.wait
+--                                   sleeps on them beside other objects);
+--                                   nil when there are none
+--   b:close()                       everything released (after all exits)
+--
+-- Every worker runs P.worker_loop (or calls P.serve per message): it sends
+-- P.ready_message(init_error) once (after the initializer), then answers
+-- each task message with the reply P.serve returns, and ends at EOF.
+local core = ...
+local process = require "process"
+local R = require "process.asyncresult"
+
+local error, type, select, pairs, ipairs, tostring = error, type, select, pairs, ipairs, tostring
+local setmetatable, getmetatable, rawget = setmetatable, getmetatable, rawget
+local spack, sunpack = string.pack, string.unpack
+local fmt = string.format
+local now = core.now
+local encode, decode = core.encode, core.decode
+local tpack, tunpack = table.pack, table.unpack
+
+local P = {}
+
+local GRACE = 1.0          -- SIGTERM, then SIGKILL after this long
+local DEATH_WINDOW = 10.0  -- this many seconds ...
+local FNCACHE = 256        -- functions a worker keeps decoded
+
+local MODE_APPLY, MODE_MAP, MODE_STAR = 1, 2, 3
+local ST_ERR, ST_OK, ST_READY, ST_INIT = 0, 1, 2, 3
+
+----------------------------------------------------------------------------
+-- The worker's side (shared by every backend)
+----------------------------------------------------------------------------
+
+-- Message handler: the message and the traceback of the task's frames.
+local function handler(msg)
+  if type(msg) ~= "string" then
+    local mt = getmetatable(msg)
+    if type(mt) == "table" and mt.__tostring then
+      msg = tostring(msg)
+    else
+      msg = fmt("(error object is a %s value)", type(msg))
+    end
+  end
+  local tb = debug.traceback(msg, 2)
+  local cut = tb:find("\n\t%[C%]: in [%w ]*'call'")
+  return cut and tb:sub(1, cut - 1) or tb
+end
+P.handler = handler
+
+local call = core.call
+
+-- The first message a worker sends: ready, or its initializer's error.
+function P.ready_message(init_error)
+  if init_error == nil then return spack("<jB", 0, ST_READY) end
+  return spack("<jB", 0, ST_INIT) .. encode(tostring(init_error):sub(1, 65536))
+end
+
+-- Runs the initializer; returns nil or its error (with traceback).
+function P.initialize(initializer, initargs)
+  if initializer == nil then return nil end
+  initargs = initargs or {}
+  local ok, err = call(handler, initializer, tunpack(initargs, 1, initargs.n or #initargs))
+  if not ok then return err end
+  return nil
+end
+
+local function err_reply(id, msg, index)
+  return spack("<jB", id, ST_ERR) .. encode({ tostring(msg):sub(1, 65536), index or 1 })
+end
+
+local function run_map(f, items, star)
+  local out = { n = #items }
+  for i = 1, #items do
+    local ok, v
+    if star then
+      local a = items[i]
+      ok, v = call(handler, f, tunpack(a, 1, a.n or #a))
+    else
+      ok, v = call(handler, f, items[i])
+    end
+    if not ok then return nil, v, i end
+    out[i] = v
+  end
+  return out
+end
+
+-- st: the worker's state ({cache = {}, ncache = 0}).  Returns the reply.
+function P.serve(msg, st)
+  local id, fnid, mode, cacheit, fnpart, pos = sunpack("<jjBBs4", msg)
+  local ok, f, args = pcall(function()
+    local fn
+    if #fnpart > 0 then
+      fn = decode(fnpart, true)
+      if cacheit == 1 then
+        if st.ncache >= FNCACHE then st.cache, st.ncache = {}, 0 end
+        st.cache[fnid] = fn
+        st.ncache = st.ncache + 1
+      end
+    else
+      fn = st.cache[fnid]
+      if fn == nil then error("function of the task is not known to the worker") end
+    end
+    return fn, decode(msg:sub(pos), true)
+  end)
+  if not ok then
+    return err_reply(id, fmt("task %d: cannot receive its arguments: %s", id, tostring(f)))
+  end
+  local reply
+  if mode == MODE_APPLY then
+    local res = tpack(call(handler, f, tunpack(args, 1, args.n or #args)))
+    if not res[1] then return err_reply(id, res[2]) end
+    res = tpack(select(2, tunpack(res, 1, res.n)))
+    ok, reply = pcall(encode, res)
+  else
+    local out, err, index = run_map(f, args, mode == MODE_STAR)
+    if not out then return err_reply(id, err, index) end
+    ok, reply = pcall(encode, out)
+  end
+  if not ok then
+    return err_reply(id, fmt("task %d: cannot send its result: %s",
+      id, tostring(reply):gsub("^value", "result")))
+  end
+  return spack("<jB", id, ST_OK) .. reply
+end
+
+----------------------------------------------------------------------------
+-- Submitting: a task is encoded when it is submitted
+----------------------------------------------------------------------------
+
+local fnids = setmetatable({}, { __mode = "k" }) -- function -> id (cacheable ones)
+local fnbytes = setmetatable({}, { __mode = "k" })
+local next_fnid = 0
+
+-- A function can be cached by the worker when nothing but _ENV is an
+-- upvalue: then its bytes never change.
+local function cacheable(f)
+  for i = 1, math.huge do
+    local name = debug.getupvalue(f, i)
+    if name == nil then return true end
+    if name ~= "_ENV" then return false end
+  end
+end
+
+-- -> fnid, bytes, cacheit; raises with the path of an unsendable value.
+local function encode_fn(f, level)
+  local id = fnids[f]
+  if id then return id, fnbytes[f], 1 end
+  local ok, bytes = pcall(encode, f, true)
+  if not ok then error((tostring(bytes):gsub("^value", "function")), level + 1) end
+  next_fnid = next_fnid + 1
+  if cacheable(f) then
+    fnids[f] = next_fnid
+    fnbytes[f] = bytes
+    return next_fnid, bytes, 1
+  end
+  return next_fnid, bytes, 0
+end
+
+local function encode_args(v, root, base, level)
+  local ok, bytes = pcall(encode, v, true)
+  if ok then return bytes end
+  local msg = tostring(bytes)
+  if base then
+    msg = msg:gsub("^value%[(%d+)%]", function(k) return fmt("%s[%d]", root, base + tonumber(k) - 1) end)
+  else
+    msg = msg:gsub("^value", root)
+  end
+  error(msg, level and level + 1 or 0)
+end
+
+----------------------------------------------------------------------------
+-- The pool
+----------------------------------------------------------------------------
+
+local Pool = {}
+Pool.__index = Pool
+Pool.__name = "process.Pool"
+P.Pool = Pool
+
+local function argerror(n, fname, msg, level)
+  error(fmt("bad argument #%d to '%s' (%s)", n, fname, msg), level + 1)
+end
+
+local function is_callable(f)
+  if type(f) == "function" then return true end
+  local mt = getmetatable(f)
+  return type(mt) == "table" and mt.__call ~= nil
+end
+
+-- P.new(backend, opts, fname) -> pool; opts already checked by the
+-- front end: processes, maxtasksperchild, timeout.  Starts the workers.
+function P.new(backend, opts)
+  local self = setmetatable({
+    _backend = backend,
+    _n = opts.processes,
+    _maxtasks = opts.maxtasksperchild,
+    _timeout = opts.timeout,
+    _owner = core.getpid(),
+    _state = "RUN",            -- RUN, CLOSE, TERMINATE, BROKEN
+    _reason = nil,             -- why BROKEN
+    _workers = {},             -- h -> worker record
+    _nworkers = 0,             -- live, not retiring
+    _dying = {},               -- h -> kill_at (terminated or retired)
+    _queue = {}, _qhead = 1, _qtail = 0,
+    _running = {},             -- task -> true while a worker holds it
+    _unfinished = {},          -- AsyncResult -> true while not done
+    _nextid = 0,
+    _deaths = {},              -- times of recent unexpected deaths
+    _death_limit = opts.death_limit or math.max(8, 3 * opts.processes),
+    _cbq = {},
+  }, Pool)
+  for _ = 1, self._n do
+    local ok, err, ename = self:_spawn()
+    if not ok then
+      self:terminate()
+      return nil, err, ename
+    end
+  end
+  return self
+end
+
+-- Start one worker; false, err when the backend refuses.
+function Pool:_spawn()
+  local h, err, ename = self._backend:start()
+  if not h then return false, err, ename end
+  self._workers[h] = { h = h, task = nil, ntasks = 0, ready = false, known = {}, nknown = 0 }
+  self._nworkers = self._nworkers + 1
+  return true
+end
+
+local function task_error(self, task, msg, index)
+  task.on_done(task, false, msg, index)
+end
+
+-- Send queued tasks to idle ready workers.
+function Pool:_dispatch()
+  if self._qhead > self._qtail then return end
+  for h, w in pairs(self._workers) do
+    if w.ready and not w.task and not w.retiring then
+      local task
+      while self._qhead <= self._qtail do
+        task = self._queue[self._qhead]
+        self._queue[self._qhead] = nil
+        self._qhead = self._qhead + 1
+        if not task.cancelled then break end
+        task = nil
+      end
+      if not task then return end
+      local fnpart, cacheit = task.fnbytes, task.cacheit
+      if cacheit == 1 then
+        if w.known[task.fnid] then
+          fnpart = ""
+        else
+          if w.nknown >= FNCACHE then w.known, w.nknown = {}, 0 end
+          w.known[task.fnid] = true
+          w.nknown = w.nknown + 1
+        end
+      end
+      local msg = spack("<jjBBs4", task.id, task.fnid, task.mode, cacheit, fnpart) .. task.args
+      w.task = task
+      task.worker = w
+      local t = task.timeout
+      task.deadline = t and now() + t or nil
+      self._running[task] = true
+      local ok = self._backend:send(h, msg)
+      if not ok then
+        -- the worker is gone: its exit event follows; the task never
+        -- reached it, so it goes back to the front of the queue
+        w.task = nil
+        task.worker = nil
+        self._running[task] = nil
+        w.retiring = true
+        self._qhead = self._qhead - 1
+        self._queue[self._qhead] = task
+      end
+    end
+  end
+end
+
+-- Fail everything pending with reason, and end the workers.
+function Pool:_break(reason)
+  if self._state == "BROKEN" or self._state == "TERMINATE" then return end
+  self._state = "BROKEN"
+  self._reason = reason
+  self:_fail_all("pool is broken: " .. reason)
+  self:_stop_workers()
+end
+
+function Pool:_fail_all(msg)
+  for i = self._qhead, self._qtail do
+    local task = self._queue[i]
+    self._queue[i] = nil
+    if task and not task.cancelled then task_error(self, task, msg) end
+  end
+  self._qhead, self._qtail = 1, 0
+  for task in pairs(self._running) do
+    self._running[task] = nil
+    task_error(self, task, msg)
+  end
+  for r in pairs(self._unfinished) do
+    R._complete(r, false, msg)
+    self._unfinished[r] = nil
+  end
+end
+
+-- SIGTERM every worker; the exits are collected by _reap (kill after GRACE).
+function Pool:_stop_workers()
+  local t = now()
+  for h, w in pairs(self._workers) do
+    w.task = nil
+    self._backend:terminate(h)
+    self._dying[h] = t + GRACE
+    self._workers[h] = nil
+  end
+  self._nworkers = 0
+end
+
+local function exit_text(code)
+  return fmt("worker exited with exitcode %s", tostring(code))
+end
+
+-- One worker ended: was it expected?
+function Pool:_on_exit(h, code)
+  self._backend:release(h)
+  if self._dying[h] ~= nil then
+    self._dying[h] = nil
+    return
+  end
+  local w = self._workers[h]
+  if not w then return end
+  self._workers[h] = nil
+  self._nworkers = self._nworkers - 1
+  if w.retiring and not w.task then -- retired, or its send failed
+    if self._state == "RUN" or self._state == "CLOSE" then self:_replace() end
+    return
+  end
+  local what = exit_text(code)
+  if w.task then
+    local task = w.task
+    w.task = nil
+    self._running[task] = nil
+    what = fmt("%s while running task %d (pid %s)", what, task.id, tostring(h.pid))
+    task_error(self, task, what)
+  else
+    what = fmt("%s (pid %s)", what, tostring(h.pid))
+  end
+  if self._state ~= "RUN" and self._state ~= "CLOSE" then return end
+  if not w.ready then
+    return self:_break(what .. " before it was ready (initializer or start-up failed)")
+  end
+  local t = now()
+  local deaths = self._deaths
+  deaths[#deaths + 1] = t
+  while deaths[1] and deaths[1] < t - DEATH_WINDOW do table.remove(deaths, 1) end
+  if #deaths >= self._death_limit then
+    return self:_break(fmt("%d workers died within %g seconds (last: %s)", #deaths, DEATH_WINDOW, what))
+  end
+  self:_replace()
+end
+
+function Pool:_replace()
+  if self._nworkers >= self._n then return end
+  local ok, err = self:_spawn()
+  if not ok and self._nworkers == 0 then
+    self:_break("cannot start a worker: " .. tostring(err))
+  end
+end
+
+-- Stop worker w holding a task (timeout, cancel): terminate, replace.
+function Pool:_abandon(w)
+  local h = w.h
+  self._backend:terminate(h)
+  self._dying[h] = now() + GRACE
+  self._workers[h] = nil
+  self._nworkers = self._nworkers - 1
+  if w.task then self._running[w.task] = nil end
+  w.task = nil
+  if self._state == "RUN" or self._state == "CLOSE" then self:_replace() end
+end
+
+function Pool:_on_msg(h, bytes)
+  local w = self._workers[h]
+  if not w then return end -- a worker being terminated: too late
+  local id, st, pos = sunpack("<jB", bytes)
+  if st == ST_READY then
+    w.ready = true
+    return
+  elseif st == ST_INIT then
+    local ok, err = pcall(decode, bytes:sub(pos))
+    return self:_break("initializer failed: " .. tostring(ok and err or "?"))
+  end
+  local task = w.task
+  if not task or task.id ~= id then return end
+  w.task = nil
+  self._running[task] = nil
+  w.ntasks = w.ntasks + 1
+  local ok, v = pcall(decode, bytes:sub(pos))
+  if not ok then
+    task_error(self, task, fmt("task %d: corrupt reply: %s", id, tostring(v)))
+  elseif st == ST_OK then
+    task.on_done(task, true, v)
+  else
+    task_error(self, task, v[1], v[2])
+  end
+  if self._maxtasks and w.ntasks >= self._maxtasks then
+    w.retiring = true
+    self._backend:retire(h)
+    self._workers[h] = nil
+    self._nworkers = self._nworkers - 1
+    self._dying[h] = now() + 5 + GRACE -- it ends at EOF; a stuck one is killed
+    if self._state == "RUN" or self._state == "CLOSE" then self:_replace() end
+  end
+end
+
+-- Deadlines: task timeouts, and dying workers overdue for SIGKILL.
+function Pool:_timers()
+  local t = now()
+  for task in pairs(self._running) do
+    if task.deadline and t >= task.deadline then
+      local w = task.worker
+      local pid = w and w.h.pid
+      task_error(self, task, fmt("task %d: timeout after %g seconds (worker pid %s terminated)",
+        task.id, task.timeout, tostring(pid)))
+      if w then self:_abandon(w) end
+      self._running[task] = nil
+    end
+  end
+  for h, kill_at in pairs(self._dying) do
+    if kill_at and t >= kill_at then
+      self._backend:kill(h)
+      self._dying[h] = false
+    end
+  end
+end
+
+function Pool:_next_wake()
+  local wake
+  for task in pairs(self._running) do
+    local d = task.deadline
+    if d and (not wake or d < wake) then wake = d end
+  end
+  for _, kill_at in pairs(self._dying) do
+    if kill_at and (not wake or kill_at < wake) then wake = kill_at end
+  end
+  return wake
+end
+
+function Pool:_fds()
+  return self._backend:fds()
+end
+
+function Pool:_queue_callback(f, values)
+  local q = self._cbq
+  q[#q + 1] = { f, values }
+end
+
+local function run_callbacks(self)
+  local q = self._cbq
+  if #q == 0 then return end
+  self._cbq = {}
+  for i, c in ipairs(q) do
+    local ok, err = pcall(c[1], tunpack(c[2], 1, c[2].n))
+    if not ok then
+      -- keep the rest for the next call, then raise in the caller
+      for j = i + 1, #q do self._cbq[#self._cbq + 1] = q[j] end
+      error(err, 0)
+    end
+  end
+end
+
+-- One round of bookkeeping: wait at most until deadline (nil: forever;
+-- a pool's own deadlines cut it shorter), handle what happened.
+function Pool:_pump(deadline)
+  self:_dispatch()
+  local wake = self:_next_wake()
+  if deadline and (not wake or deadline < wake) then wake = deadline end
+  local timeout = wake and math.max(0, wake - now()) or nil
+  local events = self._backend:wait(timeout)
+  for _, ev in ipairs(events) do
+    if ev[2] == "msg" then
+      self:_on_msg(ev[1], ev[3])
+    else
+      self:_on_exit(ev[1], ev[3])
+    end
+  end
+  self:_timers()
+  self:_dispatch()
+end
+
+-- The bookkeeping without blocking (ready(), process.wait).
+function Pool:_step()
+  if core.getpid() ~= self._owner then return end
+  self:_guarded(function() self:_pump(now()) end)
+  run_callbacks(self)
+end
+
+-- Runs f; an error that escapes the bookkeeping (Ctrl-C, out of memory)
+-- terminates the workers before it is raised again.
+function Pool:_guarded(f)
+  local ok, err = pcall(f)
+  if not ok then
+    pcall(self.terminate, self)
+    error(err, 0)
+  end
+end
+
+-- Run the bookkeeping until cond() or the deadline (nil: none).
+function Pool:_wait_for(cond, deadline)
+  if core.getpid() ~= self._owner then error("pool not running", 3) end
+  while true do
+    run_callbacks(self)
+    if cond() then return true end
+    if deadline and now() >= deadline then return false end
+    if not next(self._workers) and not next(self._dying) and self._qhead > self._qtail
+       and not next(self._running) then
+      -- nothing can make progress any more
+      if cond() then return true end
+      return false
+    end
+    self:_guarded(function() self:_pump(deadline) end)
+  end
+end
+
+----------------------------------------------------------------------------
+-- Public methods
+----------------------------------------------------------------------------
+
+local function check_pool(self, fname, level)
+  if getmetatable(self) ~= Pool then
+    argerror(1, fname, "Pool expected, got " .. type(self), level + 1)
+  end
+end
+
+local function check_running(self, fname, level)
+  level = level or 2
+  check_pool(self, fname, level + 1)
+  if self._state == "BROKEN" then error("pool is broken: " .. self._reason, level + 1) end
+  if self._state ~= "RUN" or core.getpid() ~= self._owner then error("pool not running", level + 1) end
+end
+
+local function check_fn(f, fname, level)
+  if not is_callable(f) then argerror(1, fname, "function expected, got " .. type(f), level + 1) end
+end
+
+local function opt_timeout(t, fname, n, level)
+  if t ~= nil and (type(t) ~= "number" or t <= 0) then
+    argerror(n, fname, "timeout must be a positive number", level + 1)
+  end
+  return t
+end
+
+local function new_task(self, fnid, bytes, cacheit, mode, args, timeout, on_done)
+  self._nextid = self._nextid + 1
+  return {
+    id = self._nextid, fnid = fnid, fnbytes = bytes, cacheit = cacheit,
+    mode = mode, args = args, timeout = timeout, on_done = on_done,
+  }
+end
+
+local function enqueue(self, task)
+  self._qtail = self._qtail + 1
+  self._queue[self._qtail] = task
+end
+
+-- Cancel helper: a queued task never runs; a running one's worker is
+-- terminated and replaced.
+local function cancel_task(self, task)
+  if task.done then return false end
+  if task.worker and self._running[task] then
+    self:_abandon(task.worker)
+  end
+  task.cancelled = true
+  self._running[task] = nil
+  return true
+end
+
+local function apply_async(self, f, args, opts, fname, L)
+  check_running(self, fname, L + 1)
+  check_fn(f, fname, L + 1)
+  if args ~= nil and type(args) ~= "table" then
+    argerror(2, fname, "table expected, got " .. type(args), L + 1)
+  end
+  if opts ~= nil and type(opts) ~= "table" then
+    argerror(3, fname, "table expected, got " .. type(opts), L + 1)
+  end
+  local timeout = self._timeout
+  if opts then
+    if opts.callback ~= nil and not is_callable(opts.callback) then
+      argerror(3, fname, "callback must be a function", L + 1)
+    end
+    if opts.error_callback ~= nil and not is_callable(opts.error_callback) then
+      argerror(3, fname, "error_callback must be a function", L + 1)
+    end
+    if opts.timeout ~= nil then timeout = opt_timeout(opts.timeout, fname, 3, L + 1) end
+  end
+  local fnid, fbytes, cacheit = encode_fn(f, L + 1)
+  local bytes = encode_args(args or {}, "args", nil, L + 1)
+  local r
+  local task = new_task(self, fnid, fbytes, cacheit, MODE_APPLY, bytes, timeout, function(task, ok, v)
+    task.done = true
+    self._unfinished[r] = nil
+    R._complete(r, ok, v)
+  end)
+  r = R.new(self, task.id, opts)
+  r._cancel = function()
+    if not cancel_task(self, task) then return false end
+    task.on_done(task, false, fmt("task %d was cancelled", task.id))
+    return true
+  end
+  self._unfinished[r] = true
+  enqueue(self, task)
+  self:_dispatch()
+  return r
+end
+
+function Pool:apply_async(f, args, opts)
+  local r = apply_async(self, f, args, opts, "apply_async", 2)
+  return r
+end
+
+function Pool:apply(f, args)
+  return apply_async(self, f, args, nil, "apply", 2):get()
+end
+
+local function default_chunksize(self, n)
+  if self._timeout then return 1 end
+  local c, extra = n // (self._n * 4), n % (self._n * 4)
+  if extra > 0 then c = c + 1 end
+  return math.max(c, 1)
+end
+
+local function check_chunksize(c, fname, level)
+  if c ~= nil and (math.type(c) ~= "integer" or c < 1) then
+    argerror(3, fname, "chunksize must be a positive integer", level + 1)
+  end
+  return c
+end
+
+-- Submit items[first..last] as one task; done(ok, values_or_err, index).
+local function submit_chunk(self, fn, mode, items, first, last, root, done, L)
+  local chunk = { n = last - first + 1 }
+  for i = first, last do chunk[i - first + 1] = items[i] end
+  if mode == MODE_STAR then
+    for i = 1, chunk.n do
+      if type(chunk[i]) ~= "table" then
+        error(fmt("%s[%d]: argument list expected, got %s", root, first + i - 1, type(chunk[i])), L + 1)
+      end
+    end
+  end
+  local bytes = encode_args(chunk, root, first, L + 1)
+  local task = new_task(self, fn[1], fn[2], fn[3], mode, bytes, self._timeout, function(task, ok, v, index)
+    task.done = true
+    done(task, ok, v, index)
+  end)
+  task.first = first
+  enqueue(self, task)
+  return task
+end
+
+local function map_async(self, fname, f, list, chunksize, mode, opts)
+  check_running(self, fname, 3)
+  check_fn(f, fname, 3)
+  if type(list) ~= "table" then argerror(2, fname, "table expected, got " .. type(list), 3) end
+  check_chunksize(chunksize, fname, 3)
+  local fn = { encode_fn(f, 3) }
+  local n = #list
+  chunksize = chunksize or default_chunksize(self, n)
+  local out = { n = n }
+  local r = R.new(self, self._nextid + 1, opts)
+  local tasks, left = {}, 0
+  local failed -- lowest failing index, its error
+  local function finish()
+    self._unfinished[r] = nil
+    if failed then
+      R._complete(r, false, failed.err)
+    else
+      R._complete(r, true, { n = 1, out })
+    end
+  end
+  local function done(task, ok, v, index)
+    left = left - 1
+    if ok then
+      for i = 1, v.n do out[task.first + i - 1] = v[i] end
+    else
+      local at = task.first + (index or 1) - 1
+      if not failed or at < failed.at then
+        failed = { at = at, err = v }
+        -- chunks after the failure are not needed any more
+        for _, t in ipairs(tasks) do
+          if not t.done and t.first > at and not t.worker then t.cancelled = true; t.done = true; left = left - 1 end
+        end
+      end
+    end
+    if left == 0 and not r._done then finish() end
+  end
+  local ok, err = pcall(function()
+    for first = 1, n, chunksize do
+      local last = math.min(n, first + chunksize - 1)
+      tasks[#tasks + 1] = submit_chunk(self, fn, mode, list, first, last, "list", done, -1)
+      left = left + 1
+    end
+  end)
+  if not ok then
+    for _, t in ipairs(tasks) do t.cancelled = true end
+    error(err, 3)
+  end
+  r._cancel = function()
+    for _, t in ipairs(tasks) do
+      if not t.done then cancel_task(self, t); t.done = true end
+    end
+    self._unfinished[r] = nil
+    R._complete(r, false, "map was cancelled")
+    return true
+  end
+  if n == 0 then
+    R._complete(r, true, { n = 1, out })
+  else
+    self._unfinished[r] = true
+  end
+  self:_dispatch()
+  return r
+end
+
+function Pool:map_async(f, list, chunksize, opts)
+  local r = map_async(self, "map_async", f, list, chunksize, MODE_MAP, opts)
+  return r
+end
+
+function Pool:starmap_async(f, list, chunksize, opts)
+  local r = map_async(self, "starmap_async", f, list, chunksize, MODE_STAR, opts)
+  return r
+end
+
+function Pool:map(f, list, chunksize)
+  return (map_async(self, "map", f, list, chunksize, MODE_MAP):get())
+end
+
+function Pool:starmap(f, list, chunksize)
+  return (map_async(self, "starmap", f, list, chunksize, MODE_STAR):get())
+end
+
+-- imap family: a bounded number of chunks in flight.
+local function imap(self, fname, f, iterable, chunksize, mode, ordered)
+  check_running(self, fname, 3)
+  check_fn(f, fname, 3)
+  local fn = { encode_fn(f, 3) }
+  local ty = type(iterable)
+  if ty ~= "table" and ty ~= "function" then
+    argerror(2, fname, "table or iterator function expected, got " .. ty, 3)
+  end
+  check_chunksize(chunksize, fname, 3)
+  chunksize = chunksize or 1
+  local nextitem
+  if ty == "table" then
+    local i = 0
+    nextitem = function()
+      i = i + 1
+      return iterable[i]
+    end
+  else
+    nextitem = iterable
+  end
+  local limit = 2 * self._n + 1  -- chunks in flight
+  local inflight, exhausted, count = 0, false, 0
+  local results = {}   -- index -> {ok, value}
+  local order = {}     -- completion order (unordered)
+  local ohead = 1
+  local nexti = 1      -- next index to yield (ordered)
+  local buffer = {}
+  local function done(task, ok, v, index)
+    inflight = inflight - 1
+    if ok then
+      for i = 1, v.n do
+        local at = task.first + i - 1
+        results[at] = { true, v[i] }
+        order[#order + 1] = at
+      end
+    else
+      local at = task.first + (index or 1) - 1
+      -- items before the failing one in the chunk completed: the worker
+      -- stopped at the failure, so they are lost; report them failed too
+      for k = task.first, task.first + task.count - 1 do
+        results[k] = { false, v }
+        order[#order + 1] = k
+      end
+      results[at] = { false, v }
+    end
+  end
+  local function refill()
+    while not exhausted and inflight < limit and self._state == "RUN" do
+      local n = 0
+      for k = 1, chunksize do
+        local v = nextitem()
+        if v == nil then exhausted = true; break end
+        n = n + 1
+        buffer[n] = v
+      end
+      for k = n + 1, #buffer do buffer[k] = nil end
+      if n == 0 then break end
+      local first = count + 1
+      local items = {}
+      for k = 1, n do items[first + k - 1] = buffer[k] end
+      local task = submit_chunk(self, fn, mode, items, first, first + n - 1, "iterable", done, -1)
+      task.count = n
+      count = count + n
+      inflight = inflight + 1
+    end
+  end
+  local failed_state
+  return function()
+    if failed_state then error(failed_state, 2) end
+    while true do
+      local at
+      if ordered then
+        if results[nexti] then at = nexti end
+      else
+        while ohead <= #order and not results[order[ohead]] do ohead = ohead + 1 end
+        if ohead <= #order then at = order[ohead]; ohead = ohead + 1 end
+      end
+      if at then
+        local res = results[at]
+        results[at] = nil
+        if ordered then nexti = nexti + 1 end
+        refill()
+        if not res[1] then error(res[2], 2) end
+        return at, res[2]
+      end
+      if ordered and nexti > count and exhausted then return nil end
+      if not ordered and exhausted and inflight == 0 and ohead > #order then return nil end
+      local ok, err = pcall(refill)
+      if not ok then failed_state = err; error(err, 2) end
+      if inflight == 0 and not (ordered and results[nexti]) and ohead > #order then
+        if exhausted then return nil end
+        if self._state ~= "RUN" then
+          error(self._state == "BROKEN" and "pool is broken: " .. self._reason or "pool not running", 2)
+        end
+      end
+      self:_wait_for(function()
+        if ordered then return results[nexti] ~= nil end
+        return ohead <= #order
+      end, nil)
+    end
+  end
+end
+
+function Pool:imap(f, iterable, chunksize)
+  return imap(self, "imap", f, iterable, chunksize, MODE_MAP, true)
+end
+
+function Pool:imap_unordered(f, iterable, chunksize)
+  return imap(self, "imap_unordered", f, iterable, chunksize, MODE_MAP, false)
+end
+
+function Pool:istarmap(f, iterable, chunksize)
+  return imap(self, "istarmap", f, iterable, chunksize, MODE_STAR, true)
+end
+
+function Pool:close()
+  check_pool(self, "close", 2)
+  if self._state == "RUN" then self._state = "CLOSE" end
+end
+
+-- Retire idle workers once nothing is queued (after close).
+function Pool:_drain_idle()
+  if self._qhead <= self._qtail then return end
+  for h, w in pairs(self._workers) do
+    if not w.task then
+      w.retiring = true
+      self._backend:retire(h)
+      self._workers[h] = nil
+      self._nworkers = self._nworkers - 1
+      self._dying[h] = now() + 5 + GRACE
+    end
+  end
+end
+
+function Pool:join(timeout)
+  check_pool(self, "join", 2)
+  if self._state == "RUN" then error("pool is still running", 2) end
+  if core.getpid() ~= self._owner then error("pool not running", 2) end
+  local deadline = timeout and now() + math.max(timeout, 0) or nil
+  local ok = self:_wait_for(function()
+    if self._state == "CLOSE" and self._qhead > self._qtail then
+      self._n = 0 -- no replacements from here on
+      self:_drain_idle()
+    end
+    return not next(self._workers) and not next(self._dying)
+  end, deadline)
+  if not ok then return nil, "timeout" end
+  self._backend:close()
+  return true
+end
+
+function Pool:terminate()
+  check_pool(self, "terminate", 2)
+  if self._state == "TERMINATE" then return end
+  if core.getpid() ~= self._owner then return end
+  local was_broken = self._state == "BROKEN"
+  self._state = "TERMINATE"
+  if not was_broken then self:_fail_all("pool terminated") end
+  self:_stop_workers()
+  -- collect the exits now: SIGKILL after the grace period
+  while next(self._dying) do
+    local wake = self:_next_wake()
+    local events = self._backend:wait(wake and math.max(0, wake - now()) or 1)
+    for _, ev in ipairs(events) do
+      if ev[2] == "exit" then self:_on_exit(ev[1], ev[3]) end
+    end
+    self:_timers()
+  end
+  self._backend:close()
+end
+
+Pool.__close = function(self, err)
+  if core.getpid() ~= self._owner then return end
+  if err ~= nil or self._state == "BROKEN" then
+    self:terminate()
+  elseif self._state ~= "TERMINATE" then
+    self:close()
+    self:join()
+  end
+end
+
+-- Collected (or the Lua state closes): nobody can wait for a result any
+-- more; the workers are killed and reaped.  The channels may have been
+-- finalized already, so only the backend's close runs.
+Pool.__gc = function(self)
+  if core.getpid() ~= self._owner or self._state == "TERMINATE" then return end
+  self._state = "TERMINATE"
+  pcall(self._backend.close, self._backend)
+end
+
+function Pool:__tostring()
+  return fmt("<Pool processes=%d state=%s>", self._n, self._state)
+end
+
+return P
