@@ -79,8 +79,16 @@ describe("process.mpi", function()
     local want = {}
     for i, x in ipairs(inputs) do want[i] = f(x) end
     local pool <close> = mpi.Pool()
-    same(want, pool:map(f, inputs))
-    same(want, pool:map(f, inputs, 1))
+    local here <close> = process.Pool(2)
+    local local_result = here:map(f, inputs)
+    local_result.n = nil
+    same(want, local_result)
+    local got_map = pool:map(f, inputs)
+    got_map.n = nil
+    same(want, got_map)
+    got_map = pool:map(f, inputs, 1)
+    got_map.n = nil
+    same(want, got_map)
     local got = {}
     for i, v in pool:imap(f, inputs) do got[i] = v end
     same(want, got)
@@ -91,7 +99,9 @@ describe("process.mpi", function()
       same(want[i], v)
     end
     for i = 1, #inputs do assert.is_true(seen[i]) end
-    same({3, 7, 11}, pool:starmap(function(a, b) return a + b end, {{1, 2}, {3, 4}, {5, 6}}))
+    local sm = pool:starmap(function(a, b) return a + b end, {{1, 2}, {3, 4}, {5, 6}})
+    assert.same({3, 7, 11}, {table.unpack(sm, 1, 3)})
+    assert.equal(3, #sm)
     local sums = {}
     for i, v in pool:istarmap(math.max, {{1, 9}, {8, 2}}) do sums[i] = v end
     same({9, 8}, sums)
@@ -145,8 +155,9 @@ describe("process.mpi", function()
     assert.equal(42, r3:get())
     assert.is_false(r1:successful())
     assert.is_true(r3:successful())
-    -- every rank still serves
-    same({1, 2, 3, 4, 5, 6}, pool:map(function(x) return x end, {1, 2, 3, 4, 5, 6}, 1))
+    -- every worker was replaced: the pool still serves
+    local back = pool:map(function(x) return x end, {1, 2, 3, 4, 5, 6}, 1)
+    assert.same({1, 2, 3, 4, 5, 6}, {table.unpack(back, 1, 6)})
   end)
 
   it("a task over its timeout is ended and fails with timeout; get(t) only stops waiting", function()
@@ -190,18 +201,20 @@ describe("process.mpi", function()
 
   it("imap over an iterator keeps a bounded number of chunks in flight", function()
     local pool <close> = mpi.Pool()
-    local produced, consumed = 0, 0
+    local produced, consumed, ahead = 0, 0, 0
     local function gen()
-      if produced >= 200 then return nil end
+      if produced >= 1000 then return nil end
       produced = produced + 1
-      assert(produced - consumed <= 2 * 3 * 5 + 5, "too many items taken ahead")
+      ahead = math.max(ahead, produced - consumed)
       return produced
     end
     for i, v in pool:imap(function(x) return -x end, gen, 5) do
       consumed = consumed + 1
       assert.equal(-i, v)
     end
-    assert.equal(200, consumed)
+    assert.equal(1000, consumed)
+    -- process.pool keeps 2 chunks per worker and one more in flight
+    assert.is_true(ahead < 200, "taken ahead: " .. ahead)
   end)
 
   it("arguments that cannot be sent raise at submit with their path; a bad result fails its task", function()
@@ -214,7 +227,7 @@ describe("process.mpi", function()
     assert.matches("list%[3%]: cannot send a thread", err)
     ok, err = pcall(pool.apply, pool, function() return io.stdout end)
     assert.is_false(ok)
-    assert.matches("result cannot be sent", err)
+    assert.matches("cannot send its result: result%[1%]: cannot send a userdata", err)
     assert.equal(5, pool:apply(function() return 5 end))
   end)
 
@@ -238,7 +251,14 @@ describe("process.mpi", function()
     local bad <close> = mpi.Pool{initializer = function() error("init failed") end}
     local ok, err = pcall(bad.apply, bad, print)
     assert.is_false(ok)
-    assert.matches("init failed", err)
+    assert.matches("initializer failed: .*init failed", err)
+    local out = io.stdout
+    ok, err = pcall(mpi.Pool, {initializer = function() return out end})
+    assert.is_false(ok)
+    assert.matches("initializer<upvalue 'out'>: cannot send a userdata", err, 1, true)
+    ok, err = pcall(mpi.Pool, {initializer = print, initargs = {1, io.stdout}})
+    assert.is_false(ok)
+    assert.matches("initargs%[2%]: cannot send a userdata", err)
   end)
 
   it("close, join, terminate and <close>", function()
@@ -279,15 +299,41 @@ describe("process.mpi", function()
   end)
 
   it("bad arguments raise at the caller", function()
-    assert.has_error(function() mpi.Pool{processes = 4} end,
-      "bad argument #1 to 'Pool' (processes must be an integer between 1 and 3 (the serving ranks))")
-    assert.has_error(function() mpi.Pool("x") end, "bad argument #1 to 'Pool' (table or integer expected, got string)")
+    assert.has_error(function() mpi.Pool{processes = 0} end,
+      "bad argument #1 to 'Pool' (processes must be at least 1)")
+    assert.has_error(function() mpi.Pool("x") end, "bad argument #1 to 'Pool' (integer or table expected, got string)")
+    assert.has_error(function() mpi.Pool{procs = 2} end, "bad argument #1 to 'Pool' (unknown option 'procs')")
     local pool <close> = mpi.Pool()
     assert.has_error(function() pool:apply(42) end, "bad argument #1 to 'apply' (function expected, got number)")
     assert.has_error(function() pool:map(print, 3) end, "bad argument #2 to 'map' (table expected, got number)")
     local r = pool:apply_async(function() process.wait({}, 0.2) end)
     assert.has_error(function() r:successful() end, "result is not ready")
     r:get()
+  end)
+
+  it("more workers than ranks are spread over the ranks; as_completed and process.wait take MPI results", function()
+    local pool <close> = mpi.Pool(6)
+    local rs = {}
+    for i = 1, 6 do
+      rs[i] = pool:apply_async(function()
+        process.wait({}, 0.5)
+        return mpi.rank(), process.current_process().pid
+      end)
+    end
+    local per_rank, pids, n = {}, {}, 0
+    for r in process.as_completed(rs, 60) do
+      local rank, pid = r:get()
+      per_rank[rank] = (per_rank[rank] or 0) + 1
+      assert.is_nil(pids[pid])
+      pids[pid] = true
+      n = n + 1
+    end
+    assert.equal(6, n)
+    assert.same({2, 2, 2}, per_rank)
+    local r = pool:apply_async(function() process.wait({}, 0.2) return "w" end)
+    local ready = process.wait({r}, 60)
+    assert.equal(r, ready[1])
+    assert.equal("w", r:get())
   end)
 
   it("pi.parallel splits the series over the ranks, bit-identical to the local split", function()

@@ -52,7 +52,7 @@ left_after() {
 }
 
 if [ "$mode" = spec ]; then
-  timeout 240 mpiexec -n 4 "$LUA" -l process.mpi "$(command -v busted)" -o TAP spec/mpi_spec.lua
+  timeout 200 mpiexec -n 4 "$LUA" -l process.mpi "$(command -v busted)" -o TAP spec/mpi_spec.lua
   rc=$?
   n=$(left_after)
   if [ "$n" != 0 ]; then

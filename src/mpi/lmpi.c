@@ -33,6 +33,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <limits.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,7 +49,7 @@
 #define LMP_API __attribute__((visibility("default")))
 
 /* Tags of the protocol between rank 0 and the servers (see mpi.lua). */
-enum { TAG_TASK = 1, TAG_CANCEL = 2, TAG_STOP = 3, TAG_RESULT = 4, TAG_BYE = 5 };
+enum { TAG_TASK = 1, TAG_CTRL = 2, TAG_STOP = 3, TAG_RESULT = 4, TAG_BYE = 5 };
 
 static int g_inited;    /* MPI_Init done by us */
 static int g_finalized; /* shutdown done */
@@ -84,9 +85,10 @@ static void backoff_init(backoff *b, double cap) {
     b->start = now();
 }
 
-/* Sleep the next step, never past deadline (< 0: none).  Returns 0 once
- * the deadline has passed. */
-static int backoff_step(backoff *b, double deadline) {
+/* Sleep the next step, never past deadline (< 0: none); with descriptors,
+ * the sleep is a ppoll on them.  Returns 0 once the deadline has passed,
+ * 2 when a descriptor is ready, else 1. */
+static int backoff_step_fds(backoff *b, double deadline, struct pollfd *pf, int nfds) {
     if (b->spins > 0) {
         b->spins--;
         return deadline < 0 || now() < deadline;
@@ -97,13 +99,21 @@ static int backoff_step(backoff *b, double deadline) {
         if (left <= 0) return 0;
         if (s > left) s = left;
     }
-    nap(s);
+    if (nfds > 0) {
+        struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+        int rc = ppoll(pf, (nfds_t)nfds, &ts, NULL);
+        if (rc > 0) return 2; /* EINTR: just probe again */
+    } else {
+        nap(s);
+    }
     double cap = (now() - b->start) * 0.01;
     if (cap < b->cap) cap = b->cap;
     if (cap > 10e-3) cap = 10e-3;
     b->sleep = b->sleep * 1.5 > cap ? cap : b->sleep * 1.5;
     return 1;
 }
+
+static int backoff_step(backoff *b, double deadline) { return backoff_step_fds(b, deadline, NULL, 0); }
 
 /* The last step of rank 0: STOP to every server, drain until every BYE,
  * finalise.  Idempotent; a no-op in any other process than the one that
@@ -184,9 +194,14 @@ static int l_send(lua_State *L) {
     return 0;
 }
 
-/* recv([timeout [, cap]]) -> source, tag, bytes | nil (timeout)
+/* recv([timeout [, cap [, fds]]]) -> source, tag, bytes
+ *                                 | false (one of fds is readable)
+ *                                 | nil (timeout)
  * timeout nil: wait forever; 0: just look.  cap: the longest sleep between
- * probes (seconds, default 1 ms). */
+ * probes early in the wait (seconds, default 1 ms).  fds: a list of
+ * descriptors to sleep on between probes (at most 64), so that a local
+ * event ends the wait at once while MPI is still probed. */
+#define MAX_FDS 64
 static int l_recv(lua_State *L) {
     check_usable(L);
     double timeout = luaL_optnumber(L, 1, -1);
@@ -194,6 +209,21 @@ static int l_recv(lua_State *L) {
     if (lua_isnil(L, 1)) timeout = -1;
     else if (timeout < 0) timeout = 0;
     if (!(cap > 0)) cap = 1e-3;
+    struct pollfd pf[MAX_FDS];
+    int nfds = 0;
+    if (!lua_isnoneornil(L, 3)) {
+        luaL_checktype(L, 3, LUA_TTABLE);
+        lua_Integer n = luaL_len(L, 3);
+        luaL_argcheck(L, n <= MAX_FDS, 3, "too many descriptors");
+        for (lua_Integer i = 1; i <= n; i++) {
+            lua_geti(L, 3, i);
+            int isnum;
+            lua_Integer fd = lua_tointegerx(L, -1, &isnum);
+            lua_pop(L, 1);
+            luaL_argcheck(L, isnum && fd >= 0 && fd <= INT_MAX, 3, "bad descriptor");
+            pf[nfds++] = (struct pollfd){.fd = (int)fd, .events = POLLIN};
+        }
+    }
     double deadline = timeout < 0 ? -1 : now() + timeout;
     backoff b;
     backoff_init(&b, cap);
@@ -218,7 +248,13 @@ static int l_recv(lua_State *L) {
             lua_insert(L, -2);
             return 3;
         }
-        if (timeout == 0 || !backoff_step(&b, deadline)) return 0;
+        if (timeout == 0) return 0;
+        int step = backoff_step_fds(&b, deadline, pf, nfds);
+        if (step == 0) return 0;
+        if (step == 2) {
+            lua_pushboolean(L, 0);
+            return 1;
+        }
     }
 }
 
@@ -285,8 +321,8 @@ LMP_API int luaopen_process_mpi(lua_State *L) {
     luaL_newlib(L, funcs);
     lua_pushinteger(L, TAG_TASK);
     lua_setfield(L, -2, "_TASK");
-    lua_pushinteger(L, TAG_CANCEL);
-    lua_setfield(L, -2, "_CANCEL");
+    lua_pushinteger(L, TAG_CTRL);
+    lua_setfield(L, -2, "_CTRL");
     lua_pushinteger(L, TAG_STOP);
     lua_setfield(L, -2, "_STOP");
     lua_pushinteger(L, TAG_RESULT);
@@ -294,8 +330,16 @@ LMP_API int luaopen_process_mpi(lua_State *L) {
     lua_pushinteger(L, TAG_BYE);
     lua_setfield(L, -2, "_BYE");
     run_embedded(L);
-    if (g_rank == 0 || !g_inited) return 1;
-    /* A server: serve until STOP, then end here. */
+    /* rank 0, a host's MPI, or a forked child of a server (a worker
+     * decoding a task that names process.mpi): just the module */
+    if (g_rank == 0 || !g_inited || getpid() != g_pid) return 1;
+    /* A server: serve until STOP, then end here.  The require never
+     * returns, so the module is made loaded by hand: tasks that name it
+     * (an upvalue, require "process.mpi") find it in their worker. */
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    lua_pushvalue(L, -2);
+    lua_setfield(L, -2, "process.mpi");
+    lua_pop(L, 1);
     lua_getfield(L, -1, "_serve");
     int status = lua_pcall(L, 0, 0, 0);
     if (status != LUA_OK) {
