@@ -90,8 +90,9 @@ H.each_method(function(ctx, method)
         teardown_mods()
       end)
 
+      -- (a function in it, so that it can only travel by name)
       local function module_arg(name)
-        package.loaded[name] = package.loaded[name] or {}
+        package.loaded[name] = package.loaded[name] or { f = print }
         return { m = package.loaded[name] }
       end
 
@@ -151,6 +152,64 @@ H.each_method(function(ctx, method)
       assert.is_false(ok)
       assert.matches("worker exited with exitcode %-9", err)
       assert.are.same({ 1, 4, 9 }, { table.unpack(pool:map(sq, { 1, 2, 3 })) })
+    end)
+
+    describe("while many short tasks queue (tasks handed out ahead)", function()
+      local function warm(pool)
+        local xs = {}
+        for i = 1, 64 do xs[i] = i end
+        pool:map(sq, xs, 1) -- the pool learns that tasks are short
+      end
+
+      it("a worker that dies fails only its task; those it held go elsewhere", function()
+        local pool <close> = ctx.Pool(2)
+        warm(pool)
+        local rs = {}
+        for i = 1, 300 do
+          rs[i] = pool:apply_async(function(x)
+            if x == 150 then os.execute("kill -KILL " .. require("process").current_process().pid) end
+            return x * x
+          end, { i })
+        end
+        for i = 1, 300 do
+          if i == 150 then
+            fails_with(rs[i], "worker exited with exitcode %-9 while running task " .. rs[i]._id)
+          else
+            assert.are.equal(i * i, rs[i]:get(20))
+          end
+        end
+      end)
+
+      it("a timeout fails only the task that hung", function()
+        local pool <close> = ctx.Pool(2)
+        warm(pool)
+        local rs = {}
+        for i = 1, 200 do
+          rs[i] = pool:apply_async(function(x)
+            if x == 100 then while true do end end
+            return x * x
+          end, { i }, { timeout = 0.5 })
+        end
+        for i = 1, 200 do
+          if i == 100 then fails_with(rs[i], "timeout") else assert.are.equal(i * i, rs[i]:get(20)) end
+        end
+      end)
+
+      it("cancel fails exactly the cancelled tasks", function()
+        local pool <close> = ctx.Pool(2)
+        warm(pool)
+        local rs = {}
+        for i = 1, 300 do rs[i] = pool:apply_async(sq, { i }) end
+        for i = 3, 300, 3 do rs[i]:cancel() end
+        for i = 1, 300 do
+          if i % 3 == 0 then
+            fails_with(rs[i], "cancelled")
+          else
+            assert.are.equal(i * i, rs[i]:get(20))
+          end
+        end
+        assert.are.equal(4, pool:apply(sq, { 2 }))
+      end)
     end)
 
     it("a task past its timeout fails with 'timeout'; its worker is replaced", function()
@@ -234,6 +293,27 @@ H.each_method(function(ctx, method)
       assert.matches("^start: ", err)
       assert.are.equal("EAGAIN", ename)
     end)
+
+    -- TestPoolNotLeakOnFailure: the third worker cannot start; the two
+    -- that did are ended and reaped.  (Fork only: the wrapped start would
+    -- have to travel to spawn and forkserver workers with their class.)
+    if method == "fork" then
+      it("workers already started are released when a later one cannot start", function()
+        local cls = ctx.Process
+        local n = 0
+        rawset(cls, "start", function(self)
+          n = n + 1
+          if n == 3 then return nil, "start: Resource temporarily unavailable", "EAGAIN" end
+          return process.Process.start(self)
+        end)
+        local pool, err, ename = ctx.Pool(4)
+        rawset(cls, "start", nil)
+        assert.is_nil(pool)
+        assert.are.equal(3, n)
+        assert.matches("^start: ", err)
+        assert.are.equal("EAGAIN", ename)
+      end)
+    end
 
     local function alive(pid)
       local _, _, code = H.run("kill -0 " .. pid)

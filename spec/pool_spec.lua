@@ -342,10 +342,38 @@ H.each_method(function(ctx, method)
       assert.are.equal(9, pool:apply(sq, { 3 }))
     end)
 
+    it("map_async callbacks get the whole list (test_map_async_callbacks)", function()
+      local pool <close> = ctx.Pool(2)
+      local got, err
+      local r = pool:map_async(sq, { 1, 2, 3 }, nil, { callback = function(v) got = v end })
+      assert.is_true(r:wait(20))
+      pool:map(sq, { 1 }) -- a later blocking call runs the callback
+      assert.are.same({ 1, 4, 9 }, { table.unpack(got) })
+      r = pool:map_async(function() error("no") end, { 1 }, nil, { error_callback = function(e) err = e end })
+      r:wait(20)
+      pool:map(sq, { 1 })
+      assert.matches("no", err)
+    end)
+
+    it("a pool left by <close> refuses new work (test_enter)", function()
+      local kept
+      do
+        local pool <close> = ctx.Pool(1)
+        kept = pool
+        assert.are.equal(1, pool:apply(sq, { 1 }))
+      end
+      assert.has_error(function() kept:apply(sq, { 1 }) end, "pool not running")
+      assert.has_error(function() kept:map(sq, { 1 }) end, "pool not running")
+    end)
+
     it("bad arguments raise at the caller", function()
       assert.has_error(function() ctx.Pool(0) end, "bad argument #1 to 'Pool' (processes must be at least 1)")
       assert.has_error(function() ctx.Pool("x") end)
       assert.has_error(function() ctx.Pool{ bogus = 1 } end, "bad argument #1 to 'Pool' (unknown option 'bogus')")
+      assert.has_error(function() ctx.Pool{ processes = 1, maxtasksperchild = 0 } end,
+        "bad argument #1 to 'Pool' (maxtasksperchild must be a positive integer)")
+      assert.has_error(function() ctx.Pool{ processes = 1, timeout = -1 } end,
+        "bad argument #1 to 'Pool' (timeout must be a positive number)")
       local pool <close> = ctx.Pool(1)
       assert.has_error(function() pool:apply(42) end, "bad argument #1 to 'apply' (function expected, got number)")
       assert.has_error(function() pool:map(sq, 5) end, "bad argument #2 to 'map' (table expected, got number)")

@@ -16,11 +16,11 @@
 --   b:start() -> h | nil, err       start one worker.  h is a table the
 --                                   backend owns; the scheduler reads only
 --                                   h.pid (for messages, may be nil).
---   b:send(h, bytes) -> true | nil, err
---                                   deliver one task message (from
---                                   P.task_message) to worker h.  A
---                                   refusal means h is dead or dying: its
---                                   "exit" event follows.
+--   b:send(h, msgs) -> true | nil, err
+--                                   deliver a list of messages (strings)
+--                                   to worker h, in order.  A refusal
+--                                   means h is dead or dying: its "exit"
+--                                   event follows.
 --   b:wait(timeout) -> events       wait at most timeout seconds (nil:
 --                                   forever) for something to happen to
 --                                   any worker not released yet, and
@@ -40,9 +40,15 @@
 --                                   nil when there are none
 --   b:close()                       everything released (after all exits)
 --
--- Every worker runs P.worker_loop (or calls P.serve per message): it sends
--- P.ready_message(init_error) once (after the initializer), then answers
--- each task message with the reply P.serve returns, and ends at EOF.
+-- The worker's side is shared too.  A worker runs
+--   err = P.initialize(initializer, initargs); send P.ready_message(err)
+-- (and ends if err), then, with st = P.worker_state(), for each message
+-- received in order: P.note(msg, st) is true for a cancel note (nothing
+-- to answer); otherwise it sends back the reply P.handle(msg, st)
+-- returns, one reply per task, in the order the tasks came.  Several
+-- tasks may be sent before the first is answered (short tasks); a
+-- worker should take the notes that have arrived before it starts each
+-- task.  It ends at EOF.
 local core = ...
 local process = require "process"
 local R = require "process.asyncresult"
@@ -52,7 +58,8 @@ local setmetatable, getmetatable, rawget = setmetatable, getmetatable, rawget
 local spack, sunpack = string.pack, string.unpack
 local fmt = string.format
 local now = core.now
-local encode, decode = core.encode, core.decode
+local getpid = core.pool_getpid
+local encode, decode, decode_at = core.encode, core.decode, core.pool_decode
 local tpack, tunpack = table.pack, table.unpack
 
 local P = {}
@@ -61,8 +68,12 @@ local GRACE = 1.0          -- SIGTERM, then SIGKILL after this long
 local DEATH_WINDOW = 10.0  -- this many seconds ...
 local FNCACHE = 256        -- functions a worker keeps decoded
 
+local PREFETCH = 8         -- tasks a worker may hold while short ones queue
+local SHORT_TASK = 0.002   -- ... when tasks take less than this on average
+
 local MODE_APPLY, MODE_MAP, MODE_STAR = 1, 2, 3
-local ST_ERR, ST_OK, ST_READY, ST_INIT = 0, 1, 2, 3
+local KIND_TASK, KIND_CANCEL = 1, 2
+local ST_ERR, ST_OK, ST_READY, ST_INIT, ST_SKIPPED = 0, 1, 2, 3, 4
 
 ----------------------------------------------------------------------------
 -- The worker's side (shared by every backend)
@@ -105,48 +116,86 @@ local function err_reply(id, msg, index)
   return spack("<jB", id, ST_ERR) .. encode({ tostring(msg):sub(1, 65536), index or 1 })
 end
 
+-- One protected call for the whole chunk; on an error, i is the item
+-- that raised it.
 local function run_map(f, items, star)
-  local out = { n = #items }
-  for i = 1, #items do
-    local ok, v
+  local n = #items
+  local out = { n = n }
+  local i = 0
+  local ok, err = call(handler, function()
     if star then
-      local a = items[i]
-      ok, v = call(handler, f, tunpack(a, 1, a.n or #a))
+      for k = 1, n do
+        i = k
+        local a = items[k]
+        out[k] = f(tunpack(a, 1, a.n or #a))
+      end
     else
-      ok, v = call(handler, f, items[i])
+      for k = 1, n do
+        i = k
+        out[k] = f(items[k])
+      end
     end
-    if not ok then return nil, v, i end
-    out[i] = v
-  end
+  end)
+  if not ok then return nil, err, i end
   return out
 end
 
--- st: the worker's state ({cache = {}, ncache = 0}).  Returns the reply.
-function P.serve(msg, st)
-  local id, fnid, mode, cacheit, fnpart, pos = sunpack("<jjBBs4", msg)
-  local ok, f, args = pcall(function()
-    local fn
-    if #fnpart > 0 then
-      fn = decode(fnpart, true)
-      if cacheit == 1 then
-        if st.ncache >= FNCACHE then st.cache, st.ncache = {}, 0 end
-        st.cache[fnid] = fn
-        st.ncache = st.ncache + 1
-      end
-    else
-      fn = st.cache[fnid]
-      if fn == nil then error("function of the task is not known to the worker") end
+local function packed(ok, ...)
+  return ok, tpack(...)
+end
+
+local function get_fn(fnid, cacheit, fnpart, st)
+  local fn
+  if #fnpart > 0 then
+    fn = decode(fnpart, true)
+    if cacheit == 1 then
+      if st.ncache >= FNCACHE then st.cache, st.ncache = {}, 0 end
+      st.cache[fnid] = fn
+      st.ncache = st.ncache + 1
     end
-    return fn, decode(msg:sub(pos), true)
-  end)
+  else
+    fn = st.cache[fnid]
+    if fn == nil then error("function of the task is not known to the worker") end
+  end
+  return fn
+end
+
+-- The state P.handle keeps in a worker.
+function P.worker_state()
+  return { cache = {}, ncache = 0, skip = {} }
+end
+
+-- A cancel note (for a task handed to the worker, not started yet):
+-- returns true, and the task is skipped when its turn comes.
+function P.note(msg, st)
+  if msg:byte(1) ~= KIND_CANCEL then return false end
+  local id = sunpack("<j", msg, 2)
+  st.skip[id] = true
+  return true
+end
+
+-- Runs one task message; returns the reply.  st: P.worker_state().
+function P.handle(msg, st)
+  local kind, id, fnid, mode, cacheit, fnpart, pos = sunpack("<BjjBBs4", msg)
+  if kind ~= KIND_TASK then error("unknown message kind " .. kind) end
+  if st.skip[id] then
+    st.skip[id] = nil
+    return spack("<jB", id, ST_SKIPPED)
+  end
+  local ok, f = pcall(get_fn, fnid, cacheit, fnpart, st)
+  local args
+  if ok then
+    ok, args = pcall(decode_at, msg, pos, true)
+    if not ok then f = args end
+  end
   if not ok then
     return err_reply(id, fmt("task %d: cannot receive its arguments: %s", id, tostring(f)))
   end
   local reply
   if mode == MODE_APPLY then
-    local res = tpack(call(handler, f, tunpack(args, 1, args.n or #args)))
-    if not res[1] then return err_reply(id, res[2]) end
-    res = tpack(select(2, tunpack(res, 1, res.n)))
+    local res
+    ok, res = packed(call(handler, f, tunpack(args, 1, args.n or #args)))
+    if not ok then return err_reply(id, res[1]) end
     ok, reply = pcall(encode, res)
   else
     local out, err, index = run_map(f, args, mode == MODE_STAR)
@@ -155,7 +204,7 @@ function P.serve(msg, st)
   end
   if not ok then
     return err_reply(id, fmt("task %d: cannot send its result: %s",
-      id, tostring(reply):gsub("^value", "result")))
+      id, (tostring(reply):gsub("^value", "result"))))
   end
   return spack("<jB", id, ST_OK) .. reply
 end
@@ -193,8 +242,13 @@ local function encode_fn(f, level)
   return next_fnid, bytes, 0
 end
 
+-- Without functions first: the codec then needs no map of the loaded
+-- modules (3x cheaper for small arguments); functions, and modules sent
+-- by name, take the second try.
 local function encode_args(v, root, base, level)
-  local ok, bytes = pcall(encode, v, true)
+  local ok, bytes = pcall(encode, v)
+  if ok then return bytes end
+  ok, bytes = pcall(encode, v, true)
   if ok then return bytes end
   local msg = tostring(bytes)
   if base then
@@ -232,7 +286,7 @@ function P.new(backend, opts)
     _n = opts.processes,
     _maxtasks = opts.maxtasksperchild,
     _timeout = opts.timeout,
-    _owner = core.getpid(),
+    _owner = getpid(),
     _state = "RUN",            -- RUN, CLOSE, TERMINATE, BROKEN
     _reason = nil,             -- why BROKEN
     _workers = {},             -- h -> worker record
@@ -260,7 +314,8 @@ end
 function Pool:_spawn()
   local h, err, ename = self._backend:start()
   if not h then return false, err, ename end
-  self._workers[h] = { h = h, task = nil, ntasks = 0, ready = false, known = {}, nknown = 0 }
+  self._workers[h] = { h = h, tasks = {}, nsent = 0, ntasks = 0, ready = false,
+                       known = {}, nknown = 0, since = 0 }
   self._nworkers = self._nworkers + 1
   return true
 end
@@ -269,46 +324,87 @@ local function task_error(self, task, msg, index)
   task.on_done(task, false, msg, index)
 end
 
--- Send queued tasks to idle ready workers.
+local function pop_queued(self)
+  while self._qhead <= self._qtail do
+    local task = self._queue[self._qhead]
+    self._queue[self._qhead] = nil
+    self._qhead = self._qhead + 1
+    if not task.cancelled then return task end
+  end
+  return nil
+end
+
+-- Put tasks a worker held but never started back at the queue's front,
+-- in their order (ghosts, cancelled already, are dropped).
+local function requeue(self, tasks, from)
+  for i = #tasks, from, -1 do
+    local task = tasks[i]
+    tasks[i] = nil
+    self._running[task] = nil
+    task.worker = nil
+    if not task.cancelled then
+      self._qhead = self._qhead - 1
+      self._queue[self._qhead] = task
+    end
+  end
+end
+
+local function task_message(w, task)
+  local fnpart, cacheit = task.fnbytes, task.cacheit
+  if cacheit == 1 then
+    if w.known[task.fnid] then
+      fnpart = ""
+    else
+      if w.nknown >= FNCACHE then w.known, w.nknown = {}, 0 end
+      w.known[task.fnid] = true
+      w.nknown = w.nknown + 1
+    end
+  end
+  return spack("<BjjBBs4", KIND_TASK, task.id, task.fnid, task.mode, cacheit, fnpart) .. task.args
+end
+
+-- The head of a worker's list is the task it runs: its clock starts.
+local function start_head(w, t)
+  local task = w.tasks[1]
+  if task then
+    w.since = t
+    task.deadline = task.timeout and t + task.timeout or nil
+  end
+end
+
+-- Hand queued tasks to ready workers.  One task each, or, while many
+-- short tasks are queued, up to PREFETCH each (sent in one write), so a
+-- worker never waits for the parent between short tasks.
 function Pool:_dispatch()
   if self._qhead > self._qtail then return end
+  local queued = self._qtail - self._qhead + 1
+  local depth = 1
+  if self._avg and self._avg < SHORT_TASK and queued > self._n then depth = PREFETCH end
+  local t = now()
   for h, w in pairs(self._workers) do
-    if w.ready and not w.task and not w.retiring then
-      local task
-      while self._qhead <= self._qtail do
-        task = self._queue[self._qhead]
-        self._queue[self._qhead] = nil
-        self._qhead = self._qhead + 1
-        if not task.cancelled then break end
-        task = nil
+    if self._qhead > self._qtail then break end
+    if w.ready and not w.retiring then
+      local tasks = w.tasks
+      local msgs, first = nil, #tasks + 1
+      while #tasks < depth and (not self._maxtasks or w.nsent < self._maxtasks) do
+        local task = pop_queued(self)
+        if not task then break end
+        tasks[#tasks + 1] = task
+        task.worker = w
+        self._running[task] = true
+        w.nsent = w.nsent + 1
+        msgs = msgs or {}
+        msgs[#msgs + 1] = task_message(w, task)
       end
-      if not task then return end
-      local fnpart, cacheit = task.fnbytes, task.cacheit
-      if cacheit == 1 then
-        if w.known[task.fnid] then
-          fnpart = ""
-        else
-          if w.nknown >= FNCACHE then w.known, w.nknown = {}, 0 end
-          w.known[task.fnid] = true
-          w.nknown = w.nknown + 1
+      if msgs then
+        if first == 1 then start_head(w, t) end
+        if not self._backend:send(h, msgs) then
+          -- the worker is gone (its exit event follows); these never
+          -- reached it
+          w.retiring = true
+          w.nsent = w.nsent - #msgs
+          requeue(self, tasks, first)
         end
-      end
-      local msg = spack("<jjBBs4", task.id, task.fnid, task.mode, cacheit, fnpart) .. task.args
-      w.task = task
-      task.worker = w
-      local t = task.timeout
-      task.deadline = t and now() + t or nil
-      self._running[task] = true
-      local ok = self._backend:send(h, msg)
-      if not ok then
-        -- the worker is gone: its exit event follows; the task never
-        -- reached it, so it goes back to the front of the queue
-        w.task = nil
-        task.worker = nil
-        self._running[task] = nil
-        w.retiring = true
-        self._qhead = self._qhead - 1
-        self._queue[self._qhead] = task
       end
     end
   end
@@ -332,19 +428,20 @@ function Pool:_fail_all(msg)
   self._qhead, self._qtail = 1, 0
   for task in pairs(self._running) do
     self._running[task] = nil
-    task_error(self, task, msg)
+    if not task.cancelled then task_error(self, task, msg) end
   end
+  for _, w in pairs(self._workers) do w.tasks = {} end
   for r in pairs(self._unfinished) do
     R._complete(r, false, msg)
     self._unfinished[r] = nil
   end
 end
 
--- SIGTERM every worker; the exits are collected by _reap (kill after GRACE).
+-- SIGTERM every worker; the exits are collected later (SIGKILL after GRACE).
 function Pool:_stop_workers()
   local t = now()
   for h, w in pairs(self._workers) do
-    w.task = nil
+    w.tasks = {}
     self._backend:terminate(h)
     self._dying[h] = t + GRACE
     self._workers[h] = nil
@@ -367,17 +464,23 @@ function Pool:_on_exit(h, code)
   if not w then return end
   self._workers[h] = nil
   self._nworkers = self._nworkers - 1
-  if w.retiring and not w.task then -- retired, or its send failed
+  local head = w.tasks[1]
+  if w.retiring and not head then -- its send failed
     if self._state == "RUN" or self._state == "CLOSE" then self:_replace() end
     return
   end
   local what = exit_text(code)
-  if w.task then
-    local task = w.task
-    w.task = nil
-    self._running[task] = nil
-    what = fmt("%s while running task %d (pid %s)", what, task.id, tostring(h.pid))
-    task_error(self, task, what)
+  if head then
+    requeue(self, w.tasks, 2)
+    w.tasks[1] = nil
+    self._running[head] = nil
+    head.worker = nil
+    if head.cancelled then
+      what = fmt("%s (pid %s)", what, tostring(h.pid))
+    else
+      what = fmt("%s while running task %d (pid %s)", what, head.id, tostring(h.pid))
+      task_error(self, head, what)
+    end
   else
     what = fmt("%s (pid %s)", what, tostring(h.pid))
   end
@@ -403,15 +506,22 @@ function Pool:_replace()
   end
 end
 
--- Stop worker w holding a task (timeout, cancel): terminate, replace.
+-- Stop worker w (its running task timed out or was cancelled, and the
+-- caller failed it): terminate and replace it; the tasks it held but had
+-- not started go back to the queue.
 function Pool:_abandon(w)
   local h = w.h
   self._backend:terminate(h)
   self._dying[h] = now() + GRACE
   self._workers[h] = nil
   self._nworkers = self._nworkers - 1
-  if w.task then self._running[w.task] = nil end
-  w.task = nil
+  local head = w.tasks[1]
+  requeue(self, w.tasks, 2)
+  if head then
+    w.tasks[1] = nil
+    self._running[head] = nil
+    head.worker = nil
+  end
   if self._state == "RUN" or self._state == "CLOSE" then self:_replace() end
 end
 
@@ -423,21 +533,31 @@ function Pool:_on_msg(h, bytes)
     w.ready = true
     return
   elseif st == ST_INIT then
-    local ok, err = pcall(decode, bytes:sub(pos))
+    local ok, err = pcall(decode_at, bytes, pos)
     return self:_break("initializer failed: " .. tostring(ok and err or "?"))
   end
-  local task = w.task
-  if not task or task.id ~= id then return end
-  w.task = nil
+  local tasks = w.tasks
+  local task = tasks[1]
+  if not task or task.id ~= id then return end -- not ours: ignored
+  table.remove(tasks, 1)
   self._running[task] = nil
+  task.worker = nil
   w.ntasks = w.ntasks + 1
-  local ok, v = pcall(decode, bytes:sub(pos))
-  if not ok then
-    task_error(self, task, fmt("task %d: corrupt reply: %s", id, tostring(v)))
-  elseif st == ST_OK then
-    task.on_done(task, true, v)
-  else
-    task_error(self, task, v[1], v[2])
+  local t = now()
+  local took = t - w.since
+  self._avg = self._avg and (0.8 * self._avg + 0.2 * took) or took
+  start_head(w, t)
+  if not task.cancelled then
+    local ok, v = pcall(decode_at, bytes, pos)
+    if not ok then
+      task_error(self, task, fmt("task %d: corrupt reply: %s", id, tostring(v)))
+    elseif st == ST_OK then
+      task.on_done(task, true, v)
+    elseif st == ST_ERR and type(v) == "table" then
+      task_error(self, task, tostring(v[1]), math.tointeger(v[2]))
+    else
+      task_error(self, task, fmt("task %d: corrupt reply", id))
+    end
   end
   if self._maxtasks and w.ntasks >= self._maxtasks then
     w.retiring = true
@@ -449,18 +569,24 @@ function Pool:_on_msg(h, bytes)
   end
 end
 
--- Deadlines: task timeouts, and dying workers overdue for SIGKILL.
+-- Deadlines: running tasks' timeouts, dying workers overdue for SIGKILL.
 function Pool:_timers()
   local t = now()
-  for task in pairs(self._running) do
-    if task.deadline and t >= task.deadline then
-      local w = task.worker
-      local pid = w and w.h.pid
-      task_error(self, task, fmt("task %d: timeout after %g seconds (worker pid %s terminated)",
-        task.id, task.timeout, tostring(pid)))
-      if w then self:_abandon(w) end
-      self._running[task] = nil
+  local late
+  for _, w in pairs(self._workers) do
+    local task = w.tasks[1]
+    if task and task.deadline and t >= task.deadline then
+      late = late or {}
+      late[#late + 1] = w
     end
+  end
+  for _, w in ipairs(late or {}) do -- (replacing adds workers: not while iterating)
+    local task = w.tasks[1]
+    if not task.cancelled then
+      task_error(self, task, fmt("task %d: timeout after %g seconds (worker pid %s terminated)",
+        task.id, task.timeout, tostring(w.h.pid)))
+    end
+    self:_abandon(w)
   end
   for h, kill_at in pairs(self._dying) do
     if kill_at and t >= kill_at then
@@ -472,8 +598,9 @@ end
 
 function Pool:_next_wake()
   local wake
-  for task in pairs(self._running) do
-    local d = task.deadline
+  for _, w in pairs(self._workers) do
+    local task = w.tasks[1]
+    local d = task and task.deadline
     if d and (not wake or d < wake) then wake = d end
   end
   for _, kill_at in pairs(self._dying) do
@@ -526,7 +653,7 @@ end
 
 -- The bookkeeping without blocking (ready(), process.wait).
 function Pool:_step()
-  if core.getpid() ~= self._owner then return end
+  if getpid() ~= self._owner then return end
   self:_guarded(function() self:_pump(now()) end)
   run_callbacks(self)
 end
@@ -543,7 +670,7 @@ end
 
 -- Run the bookkeeping until cond() or the deadline (nil: none).
 function Pool:_wait_for(cond, deadline)
-  if core.getpid() ~= self._owner then error("pool not running", 3) end
+  if getpid() ~= self._owner then error("pool not running", 3) end
   while true do
     run_callbacks(self)
     if cond() then return true end
@@ -572,7 +699,7 @@ local function check_running(self, fname, level)
   level = level or 2
   check_pool(self, fname, level + 1)
   if self._state == "BROKEN" then error("pool is broken: " .. self._reason, level + 1) end
-  if self._state ~= "RUN" or core.getpid() ~= self._owner then error("pool not running", level + 1) end
+  if self._state ~= "RUN" or getpid() ~= self._owner then error("pool not running", level + 1) end
 end
 
 local function check_fn(f, fname, level)
@@ -602,12 +729,32 @@ end
 -- Cancel helper: a queued task never runs; a running one's worker is
 -- terminated and replaced.
 local function cancel_task(self, task)
-  if task.done then return false end
-  if task.worker and self._running[task] then
-    self:_abandon(task.worker)
-  end
+  if task.done or task.cancelled then return false end
   task.cancelled = true
-  self._running[task] = nil
+  local w = task.worker
+  if w and self._running[task] then
+    if w.tasks[1] == task then
+      self:_abandon(w) -- running: the worker is terminated and replaced
+    else
+      -- handed to the worker, not started: it skips it when told so
+      -- (it stays in the worker's list until the worker says so)
+      self._backend:send(w.h, { spack("<Bj", KIND_CANCEL, task.id) })
+    end
+  end
+  return true
+end
+
+local function apply_done(task, ok, v)
+  task.done = true
+  local r = task.r
+  r._pool._unfinished[r] = nil
+  R._complete(r, ok, v)
+end
+
+local function apply_cancel(r)
+  local task = r._task
+  if not cancel_task(r._pool, task) then return false end
+  task.on_done(task, false, fmt("task %d was cancelled", task.id))
   return true
 end
 
@@ -632,21 +779,15 @@ local function apply_async(self, f, args, opts, fname, L)
   end
   local fnid, fbytes, cacheit = encode_fn(f, L + 1)
   local bytes = encode_args(args or {}, "args", nil, L + 1)
-  local r
-  local task = new_task(self, fnid, fbytes, cacheit, MODE_APPLY, bytes, timeout, function(task, ok, v)
-    task.done = true
-    self._unfinished[r] = nil
-    R._complete(r, ok, v)
-  end)
-  r = R.new(self, task.id, opts)
-  r._cancel = function()
-    if not cancel_task(self, task) then return false end
-    task.on_done(task, false, fmt("task %d was cancelled", task.id))
-    return true
-  end
+  local task = new_task(self, fnid, fbytes, cacheit, MODE_APPLY, bytes, timeout, apply_done)
+  local r = R.new(self, task.id, opts)
+  task.r = r
+  r._task = task
+  r._cancel = apply_cancel
   self._unfinished[r] = true
   enqueue(self, task)
-  self:_dispatch()
+  -- start it now if a worker has room (while many queue, they are full)
+  if self._qtail - self._qhead < self._n * PREFETCH then self:_dispatch() end
   return r
 end
 
@@ -901,7 +1042,7 @@ end
 function Pool:_drain_idle()
   if self._qhead <= self._qtail then return end
   for h, w in pairs(self._workers) do
-    if not w.task then
+    if #w.tasks == 0 then
       w.retiring = true
       self._backend:retire(h)
       self._workers[h] = nil
@@ -914,7 +1055,7 @@ end
 function Pool:join(timeout)
   check_pool(self, "join", 2)
   if self._state == "RUN" then error("pool is still running", 2) end
-  if core.getpid() ~= self._owner then error("pool not running", 2) end
+  if getpid() ~= self._owner then error("pool not running", 2) end
   local deadline = timeout and now() + math.max(timeout, 0) or nil
   local ok = self:_wait_for(function()
     if self._state == "CLOSE" and self._qhead > self._qtail then
@@ -931,7 +1072,7 @@ end
 function Pool:terminate()
   check_pool(self, "terminate", 2)
   if self._state == "TERMINATE" then return end
-  if core.getpid() ~= self._owner then return end
+  if getpid() ~= self._owner then return end
   local was_broken = self._state == "BROKEN"
   self._state = "TERMINATE"
   if not was_broken then self:_fail_all("pool terminated") end
@@ -949,7 +1090,7 @@ function Pool:terminate()
 end
 
 Pool.__close = function(self, err)
-  if core.getpid() ~= self._owner then return end
+  if getpid() ~= self._owner then return end
   if err ~= nil or self._state == "BROKEN" then
     self:terminate()
   elseif self._state ~= "TERMINATE" then
@@ -962,7 +1103,7 @@ end
 -- more; the workers are killed and reaped.  The channels may have been
 -- finalized already, so only the backend's close runs.
 Pool.__gc = function(self)
-  if core.getpid() ~= self._owner or self._state == "TERMINATE" then return end
+  if getpid() ~= self._owner or self._state == "TERMINATE" then return end
   self._state = "TERMINATE"
   pcall(self._backend.close, self._backend)
 end

@@ -33,12 +33,38 @@ local function worker_main(conn, initializer, initargs)
   local err = P.initialize(initializer, initargs)
   local ok = conn:send_bytes(P.ready_message(err))
   if err ~= nil or not ok then os.exit(1) end
-  local st = { cache = {}, ncache = 0 }
-  local recv, send, serve = conn.recv_bytes, conn.send_bytes, P.serve
+  local st = P.worker_state()
+  local fd = conn:fileno()
+  local reader = core.pool_reader(fd)
+  local inbox, ih, it = {}, 1, 0
+  local frames, eof = {}, false
+  local note, handle = P.note, P.handle
+  -- Takes what has arrived: cancel notes are applied at once, tasks
+  -- queue in order.
+  local function take(block)
+    local n, at_eof = reader:read(frames, block)
+    for i = 1, n do
+      local m = frames[i]
+      frames[i] = nil
+      if not note(m, st) then
+        it = it + 1
+        inbox[it] = m
+      end
+    end
+    if at_eof then eof = true end
+  end
   while true do
-    local got, msg = pcall(recv, conn)
-    if not got then break end -- the owner closed the channel (retired)
-    if not send(conn, serve(msg, st)) then break end
+    if ih > it then
+      if eof then break end -- the owner retired this worker
+      take(true)
+    else
+      -- a cancel note for the next task may be on its way: read first
+      if it > ih then take() end
+      local msg = inbox[ih]
+      inbox[ih] = nil
+      ih = ih + 1
+      if not conn:send_bytes(handle(msg, st)) then break end
+    end
   end
   conn:close()
 end
@@ -82,15 +108,25 @@ function Backend:start()
     a:close()
     return nil, err, en
   end
-  local h = { p = p, conn = a, pid = p.pid, fd = a:fileno(), sentinel = p.sentinel, eof = false }
+  local fd = a:fileno()
+  local h = { p = p, conn = a, pid = p.pid, fd = fd, sentinel = p.sentinel, eof = false,
+              reader = core.pool_reader(fd) }
   self.live[h] = true
   self.fdlist = false
   return h
 end
 
-function Backend:send(h, bytes)
+local spack = string.pack
+
+function Backend:send(h, msgs)
   if h.eof or h.retired then return nil end
-  return h.conn:send_bytes(bytes)
+  if #msgs == 1 then return h.conn:send_bytes(msgs[1]) end
+  local parts = {}
+  for i, m in ipairs(msgs) do
+    parts[2 * i - 1] = spack("<I8", #m) -- the Connection's framing
+    parts[2 * i] = m
+  end
+  return core.pool_send(h.fd, table.concat(parts))
 end
 
 function Backend:fds()
@@ -110,17 +146,18 @@ function Backend:fds()
   return list
 end
 
--- Everything h has sent, in order, until none is waiting or EOF.
+-- Everything h has sent, in order (one recv for all that is waiting).
+local frames = {}
 local function drain(self, h, events)
-  local conn = h.conn
-  while not h.eof and conn:poll(0) do
-    local ok, msg = pcall(conn.recv_bytes, conn)
-    if not ok then
-      h.eof = true -- closed, or closed in the middle of a message
-      self.fdlist = false
-    else
-      events[#events + 1] = { h, "msg", msg }
-    end
+  if h.eof then return end
+  local n, eof = h.reader:read(frames)
+  for i = 1, n do
+    events[#events + 1] = { h, "msg", frames[i] }
+    frames[i] = nil
+  end
+  if eof then
+    h.eof = true -- closed, or closed in the middle of a message
+    self.fdlist = false
   end
 end
 
@@ -133,12 +170,19 @@ function Backend:wait(timeout)
   end
   local ready, err = core.pool_wait(list, timeout)
   if not ready then error(err, 0) end
-  local owners, seen = self.owners, {}
+  local owners, sentinels = self.owners, nil
   for _, i in ipairs(ready) do
     local h = owners[i]
-    if not seen[h] then
-      seen[h] = true
+    if list[i] == h.sentinel then
+      sentinels = sentinels or {}
+      sentinels[#sentinels + 1] = h
+    else
       drain(self, h, events)
+    end
+  end
+  if sentinels then
+    for _, h in ipairs(sentinels) do
+      drain(self, h, events) -- what it sent before it ended comes first
       local code = h.p.exitcode
       if code ~= nil then
         events[#events + 1] = { h, "exit", code }

@@ -4,14 +4,25 @@
  * the Lua code of a pool's blocking call at once, instead of after the
  * wait's timeout), and SIGINT ignored in pool workers.
  *
+ * And a reader for a worker's channel that takes every frame waiting in
+ * one recv (the framing is lconn.c's: 8-byte little-endian length, then
+ * the bytes), never blocks, and keeps a partial frame for later, so a
+ * large reply arriving slowly never stalls the pool's other work.
+ *
  * Added to the core table by lmp_open_pool (lmodule.c); the Lua side is
  * lua/process/pool*.lua.
  */
 #include <errno.h>
 #include <math.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include "core/buf.h"
 #include "core/sys.h"
 #include "lauxlib.h"
 #include "lcodec.h"
@@ -66,9 +77,153 @@ static int pool_ignore_sigint(lua_State *L) {
     return 0;
 }
 
+#define READER "process.PoolReader"
+#define MAX_FRAME ((uint64_t)1 << 40)
+
+typedef struct Reader {
+    int fd; /* not owned: the Connection closes it */
+    lmp_buf buf;
+} Reader;
+
+/* core.pool_reader(fd) -> a reader of the frames arriving on fd */
+static int reader_new(lua_State *L) {
+    lua_Integer fd = luaL_checkinteger(L, 1);
+    Reader *r = lua_newuserdatauv(L, sizeof *r, 0);
+    r->fd = (int)fd;
+    lmp_buf_init(&r->buf);
+    luaL_setmetatable(L, READER);
+    return 1;
+}
+
+/* reader:read(list [, block]) -> n, eof: appends to list the frames
+ * complete now (strings), n of them; eof is true once the peer closed (a
+ * partial frame at EOF is dropped: its writer died in the middle).
+ * Never blocks, unless block: then the first recv waits for data (a
+ * worker waiting for its next task: one system call instead of a poll
+ * and a recv; a signal that interrupts it returns 0 frames). */
+static int reader_read(lua_State *L) {
+    Reader *r = luaL_checkudata(L, 1, READER);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    int block = lua_toboolean(L, 3);
+    int eof = 0;
+    for (;;) {
+        if (lmp_buf_reserve(&r->buf, 65536)) return luaL_error(L, "not enough memory");
+        size_t room = r->buf.cap - r->buf.len;
+        ssize_t got = recv(r->fd, lmp_buf_tail(&r->buf), room, block ? 0 : MSG_DONTWAIT);
+        if (block && got < 0 && errno == EINTR) break;
+        block = 0;
+        if (got < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+            eof = 1; /* ECONNRESET and the like: the worker is gone */
+            break;
+        }
+        if (got == 0) {
+            eof = 1;
+            break;
+        }
+        r->buf.len += (size_t)got;
+        if ((size_t)got < room) break; /* drained */
+    }
+    lua_Integer n = luaL_len(L, 2), added = 0;
+    size_t pos = r->buf.pos;
+    while (r->buf.len - pos >= 8) {
+        const unsigned char *h = (const unsigned char *)r->buf.data + pos;
+        uint64_t len = 0;
+        for (int i = 0; i < 8; i++) len |= (uint64_t)h[i] << (8 * i);
+        if (len > MAX_FRAME) { /* corrupt: treat the worker as gone */
+            eof = 1;
+            pos = r->buf.len;
+            break;
+        }
+        if (r->buf.len - pos - 8 < len) break; /* the rest comes later */
+        lua_pushlstring(L, r->buf.data + pos + 8, (size_t)len);
+        lua_rawseti(L, 2, n + ++added);
+        pos += 8 + (size_t)len;
+    }
+    if (pos == r->buf.len) {
+        lmp_buf_reset(&r->buf);
+        if (r->buf.cap > (1u << 22)) lmp_buf_free(&r->buf); /* a large reply is gone */
+    } else if (pos > 0) {
+        memmove(r->buf.data, r->buf.data + pos, r->buf.len - pos);
+        r->buf.len -= pos;
+        r->buf.pos = 0;
+    }
+    lua_pushinteger(L, added);
+    lua_pushboolean(L, eof);
+    return 2;
+}
+
+static int reader_gc(lua_State *L) {
+    Reader *r = luaL_checkudata(L, 1, READER);
+    lmp_buf_free(&r->buf);
+    return 0;
+}
+
+/* core.pool_send(fd, bytes): write all of bytes (already framed),
+ * blocking; true, or nil, err, ename (EPIPE when the worker is gone). */
+static int pool_send(lua_State *L) {
+    int fd = (int)luaL_checkinteger(L, 1);
+    size_t n;
+    const char *p = luaL_checklstring(L, 2, &n);
+    while (n > 0) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return lmp_pushoserror(L, "send", errno);
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* This process's pid without a system call: cached, and forgotten in a
+ * forked child (pthread_atfork).  A pool checks it on every call (a pool
+ * belongs to the process that made it). */
+static pid_t cached_pid;
+static void forget_pid(void) { cached_pid = 0; }
+
+static int pool_getpid(lua_State *L) {
+    if (!cached_pid) cached_pid = getpid();
+    lua_pushinteger(L, cached_pid);
+    return 1;
+}
+
+/* core.pool_decode(s, pos [, functions]) -> the value encoded in s from
+ * byte pos on (no copy of the tail, as s:sub(pos) would make). */
+static int pool_decode(lua_State *L) {
+    size_t n;
+    const char *p = luaL_checklstring(L, 1, &n);
+    lua_Integer pos = luaL_checkinteger(L, 2);
+    luaL_argcheck(L, pos >= 1 && (size_t)pos <= n + 1, 2, "position out of range");
+    lmp_ldecode(L, p + pos - 1, n - (size_t)(pos - 1), lua_toboolean(L, 3) ? LMP_CODEC_FUNCTIONS : 0);
+    return 1;
+}
+
 static const luaL_Reg pool_funcs[] = {
+    {"pool_getpid", pool_getpid},
+    {"pool_decode", pool_decode},
     {"pool_wait", pool_wait},
     {"pool_ignore_sigint", pool_ignore_sigint},
+    {"pool_reader", reader_new},
+    {"pool_send", pool_send},
     {NULL, NULL}};
 
-void lmp_open_pool(lua_State *L) { luaL_setfuncs(L, pool_funcs, 0); }
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+static void install_atfork(void) { pthread_atfork(NULL, NULL, forget_pid); }
+
+void lmp_open_pool(lua_State *L) {
+    pthread_once(&atfork_once, install_atfork);
+    if (luaL_newmetatable(L, READER)) {
+        lua_pushcfunction(L, reader_read);
+        lua_setfield(L, -2, "read");
+        lua_pushvalue(L, -1);
+        lua_setfield(L, -2, "__index");
+        lua_pushcfunction(L, reader_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_pop(L, 1);
+    luaL_setfuncs(L, pool_funcs, 0);
+}
