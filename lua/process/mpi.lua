@@ -17,7 +17,8 @@
 -- replacement's):
 --   0 -> r  CTRL    encode{op = "start", gen =, init =, initargs =}  (functions)
 --                   encode{op = "terminate" | "kill" | "retire", gen =}
---           TASK    pack("<j", gen) .. task message (process.pool's bytes)
+--           TASK    pack("<j", gen) .. (pack("<s8", msg))...   the messages
+--                   b:send was given (process.pool's bytes), in order
 --           STOP    ""     end every worker, answer BYE (lmpi.c), exit 0
 --   r -> 0  RESULT  pack("<jB", gen, 1) .. reply     a worker's message
 --                   pack("<jBj", gen, 2, exitcode)  the worker ended
@@ -90,10 +91,18 @@ function M._serve()
 
   local function task(bytes)
     if #bytes < 8 then return end
-    local gen = sunpack("<j", bytes)
+    local gen, pos = sunpack("<j", bytes)
     local w = workers[gen]
+    if not w then return end
+    local msgs = {}
+    while pos <= #bytes do
+      local ok, m, nxt = pcall(sunpack, "<s8", bytes, pos)
+      if not ok then return end -- truncated: not from rank 0
+      msgs[#msgs + 1] = m
+      pos = nxt
+    end
     -- a refusal means the worker is ending: its exit is reported
-    if w then w.lb:send(w.h, bytes:sub(9)) end
+    w.lb:send(w.h, msgs)
   end
 
   -- Forward what the workers did; reap the ended ones.
@@ -201,9 +210,11 @@ function Backend:start()
   return h
 end
 
-function Backend:send(h, bytes) -- luacheck: ignore 212
+function Backend:send(h, msgs) -- luacheck: ignore 212
   if h.exited or h.ending then return nil end
-  send(h.rank, TASK, spack("<j", h.gen) .. bytes)
+  local parts = {spack("<j", h.gen)}
+  for i, m in ipairs(msgs) do parts[i + 1] = spack("<s8", m) end
+  send(h.rank, TASK, table.concat(parts))
   return true
 end
 
