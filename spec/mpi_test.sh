@@ -109,6 +109,18 @@ run 4 60 "$tmp/exit.lua"
 ok $? "os.exit(5) on rank 0 ends the job with 5, running tasks ended (rc=$rc)"
 ok "$(left_after)" "no process left after it"
 
+cat > "$tmp/rankdies.lua" <<'EOF'
+local process = require "process"
+local pool = mpi.Pool()
+pool:apply(function() os.execute("kill -9 " .. process.parent_process().pid) process.wait({}, 60) end)
+print("not reached")
+EOF
+start=$(date +%s)
+run 3 60 "$tmp/rankdies.lua"
+[ "$rc" != 0 ] && [ "$rc" != 124 ] && [ $(( $(date +%s) - start )) -le 30 ] && ! grep -q "not reached" "$tmp/out"
+ok $? "a whole rank that dies aborts the job (rc=$rc)"
+ok "$(left_after)" "no process left after it"
+
 cat > "$tmp/work.lua" <<'EOF'
 local pool <close> = mpi.Pool()
 local r = pool:map(function(x) return x + 1 end, {1, 2, 3, 4, 5, 6})
