@@ -199,6 +199,19 @@ describe("process.mpi", function()
     for i = 1, 200 do assert.equal(i + 1, rs[i]:get()) end
   end)
 
+  it("large arguments and results cross at once without a deadlock", function()
+    -- two workers per rank: a rank sends one's result while rank 0 sends
+    -- the other a task (with blocking sends, both would wait forever)
+    local pool <close> = mpi.Pool(6)
+    local xs = {}
+    for i = 1, 18 do xs[i] = string.rep(string.char(64 + i), 1 << 20) end
+    local got = pool:map(function(s) return s:upper() .. s:sub(1, 1) end, xs, 1)
+    for i = 1, 18 do
+      assert.equal((1 << 20) + 1, #got[i])
+      assert.equal(string.char(64 + i):upper(), got[i]:sub(1, 1))
+    end
+  end)
+
   it("imap over an iterator keeps a bounded number of chunks in flight", function()
     local pool <close> = mpi.Pool()
     local produced, consumed, ahead = 0, 0, 0

@@ -183,7 +183,58 @@ static void check_usable(lua_State *L) {
     if (g_finalized || getpid() != g_pid) luaL_error(L, "process.mpi: MPI is not usable in this process");
 }
 
-/* send(dest, tag, bytes): a blocking standard send. */
+/* Messages received while a send was waiting for its receiver, in
+ * order: a registry table {head =, tail =, [i] = {source, tag, bytes}}.
+ * recv takes them before it probes. */
+#define INBOX "luamp.mpi.inbox"
+
+static void push_inbox(lua_State *L) {
+    if (lua_getfield(L, LUA_REGISTRYINDEX, INBOX) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lua_createtable(L, 0, 2);
+        lua_pushinteger(L, 1);
+        lua_setfield(L, -2, "head");
+        lua_pushinteger(L, 0);
+        lua_setfield(L, -2, "tail");
+        lua_pushvalue(L, -1);
+        lua_setfield(L, LUA_REGISTRYINDEX, INBOX);
+    }
+}
+
+static lua_Integer inbox_field(lua_State *L, const char *k) {
+    lua_getfield(L, -1, k);
+    lua_Integer v = lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+/* [-0, +3 | +0, e]  Receive one waiting message if there is one: pushes
+ * source, tag, bytes and returns 1; else pushes nothing, returns 0. */
+static int take_one(lua_State *L) {
+    int flag = 0;
+    MPI_Message m;
+    MPI_Status st;
+    int rc = MPI_Improbe(MPI_ANY_SOURCE, MPI_ANY_TAG, MPI_COMM_WORLD, &flag, &m, &st);
+    if (rc != MPI_SUCCESS) return luaL_error(L, "process.mpi: MPI_Improbe failed (%d)", rc);
+    if (!flag) return 0;
+    int count = 0;
+    MPI_Get_count(&st, MPI_BYTE, &count);
+    if (count < 0) count = 0;
+    luaL_checkstack(L, 4, NULL);
+    lua_pushinteger(L, st.MPI_SOURCE);
+    lua_pushinteger(L, st.MPI_TAG);
+    luaL_Buffer lb;
+    char *p = luaL_buffinitsize(L, &lb, (size_t)count);
+    rc = MPI_Mrecv(p, count, MPI_BYTE, &m, &st);
+    if (rc != MPI_SUCCESS) return luaL_error(L, "process.mpi: MPI_Mrecv failed (%d)", rc);
+    luaL_pushresultsize(&lb, (size_t)count);
+    return 1;
+}
+
+/* send(dest, tag, bytes): returns once bytes may be reused.  While the
+ * receiver has not taken a large message, what arrives meanwhile is
+ * received into the inbox: two ranks sending each other large messages
+ * at once (rank 0 a task, a server a result) never deadlock. */
 static int l_send(lua_State *L) {
     check_usable(L);
     lua_Integer dest = luaL_checkinteger(L, 1);
@@ -193,9 +244,52 @@ static int l_send(lua_State *L) {
     luaL_argcheck(L, dest >= 0 && dest < g_size && dest != g_rank, 1, "no such rank");
     luaL_argcheck(L, tag >= TAG_TASK && tag <= TAG_BYE, 2, "unknown tag");
     if (n > INT_MAX) return luaL_error(L, "process.mpi: message of %zu bytes is too large (at most %d)", n, INT_MAX);
-    int rc = MPI_Send(s, (int)n, MPI_BYTE, (int)dest, (int)tag, MPI_COMM_WORLD);
-    if (rc != MPI_SUCCESS) return luaL_error(L, "process.mpi: MPI_Send failed (%d)", rc);
-    return 0;
+    MPI_Request req;
+    int rc = MPI_Isend(s, (int)n, MPI_BYTE, (int)dest, (int)tag, MPI_COMM_WORLD, &req);
+    if (rc != MPI_SUCCESS) return luaL_error(L, "process.mpi: MPI_Isend failed (%d)", rc);
+    backoff b;
+    backoff_init(&b, 1e-3);
+    for (;;) {
+        int done = 0;
+        rc = MPI_Test(&req, &done, MPI_STATUS_IGNORE);
+        if (rc != MPI_SUCCESS) return luaL_error(L, "process.mpi: MPI_Test failed (%d)", rc);
+        if (done) return 0;
+        if (take_one(L)) {
+            push_inbox(L); /* source tag bytes inbox */
+            lua_Integer tail = inbox_field(L, "tail") + 1;
+            lua_createtable(L, 3, 0);
+            for (int i = 3; i >= 1; i--) {
+                lua_pushvalue(L, -2 - i);
+                lua_rawseti(L, -2, 4 - i);
+            }
+            lua_rawseti(L, -2, tail);
+            lua_pushinteger(L, tail);
+            lua_setfield(L, -2, "tail");
+            lua_pop(L, 4);
+            backoff_init(&b, 1e-3);
+        } else {
+            backoff_step(&b, -1);
+        }
+    }
+}
+
+/* [-0, +3 | +0, e]  The oldest message of the inbox, if any. */
+static int inbox_pop(lua_State *L) {
+    push_inbox(L);
+    lua_Integer head = inbox_field(L, "head"), tail = inbox_field(L, "tail");
+    if (head > tail) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    lua_rawgeti(L, -1, head);
+    lua_pushnil(L);
+    lua_rawseti(L, -3, head);
+    lua_pushinteger(L, head + 1);
+    lua_setfield(L, -3, "head");
+    for (int i = 1; i <= 3; i++) lua_rawgeti(L, -i, i);
+    lua_remove(L, -4); /* the entry */
+    lua_remove(L, -4); /* the inbox */
+    return 1;
 }
 
 /* recv([timeout [, cap [, fds]]]) -> source, tag, bytes
@@ -203,9 +297,8 @@ static int l_send(lua_State *L) {
  *                                 | nil (timeout)
  * timeout nil: wait forever; 0: just look.  cap: the longest sleep between
  * probes early in the wait (seconds, default 1 ms).  fds: a list of
- * descriptors to sleep on between probes (at most 64), so that a local
- * event ends the wait at once while MPI is still probed. */
-#define MAX_FDS 64
+ * descriptors to sleep on between probes, so that a local event ends the
+ * wait at once while MPI is still probed. */
 static int l_recv(lua_State *L) {
     check_usable(L);
     double timeout = luaL_optnumber(L, 1, -1);
@@ -213,12 +306,13 @@ static int l_recv(lua_State *L) {
     if (lua_isnil(L, 1)) timeout = -1;
     else if (timeout < 0) timeout = 0;
     if (!(cap > 0)) cap = 1e-3;
-    struct pollfd pf[MAX_FDS];
+    struct pollfd *pf = NULL;
     int nfds = 0;
     if (!lua_isnoneornil(L, 3)) {
         luaL_checktype(L, 3, LUA_TTABLE);
         lua_Integer n = luaL_len(L, 3);
-        luaL_argcheck(L, n <= MAX_FDS, 3, "too many descriptors");
+        luaL_argcheck(L, n >= 0 && n <= 65536, 3, "too many descriptors");
+        pf = lua_newuserdatauv(L, sizeof *pf * (size_t)(n + 1), 0);
         for (lua_Integer i = 1; i <= n; i++) {
             lua_geti(L, 3, i);
             int isnum;
@@ -228,30 +322,12 @@ static int l_recv(lua_State *L) {
             pf[nfds++] = (struct pollfd){.fd = (int)fd, .events = POLLIN};
         }
     }
+    if (inbox_pop(L)) return 3;
     double deadline = timeout < 0 ? -1 : now() + timeout;
     backoff b;
     backoff_init(&b, cap);
     for (;;) {
-        int flag = 0;
-        MPI_Message m;
-        MPI_Status st;
-        int rc = MPI_Improbe(MPI_ANY_SOURCE, MPI_ANY_TAG, MPI_COMM_WORLD, &flag, &m, &st);
-        if (rc != MPI_SUCCESS) return luaL_error(L, "process.mpi: MPI_Improbe failed (%d)", rc);
-        if (flag) {
-            int count = 0;
-            MPI_Get_count(&st, MPI_BYTE, &count);
-            if (count < 0) count = 0;
-            luaL_Buffer lb;
-            char *p = luaL_buffinitsize(L, &lb, (size_t)count);
-            rc = MPI_Mrecv(p, count, MPI_BYTE, &m, &st);
-            if (rc != MPI_SUCCESS) return luaL_error(L, "process.mpi: MPI_Mrecv failed (%d)", rc);
-            luaL_pushresultsize(&lb, (size_t)count);
-            lua_pushinteger(L, st.MPI_SOURCE);
-            lua_insert(L, -2);
-            lua_pushinteger(L, st.MPI_TAG);
-            lua_insert(L, -2);
-            return 3;
-        }
+        if (take_one(L)) return 3;
         if (timeout == 0) return 0;
         int step = backoff_step_fds(&b, deadline, pf, nfds);
         if (step == 0) return 0;
