@@ -29,7 +29,7 @@ local function task(x)
 end
 
 local pool <close> = process.Pool{ processes = 2, timeout = 1 }
-local ok, err = pcall(pool.map, pool, task, { 1, 2, 3, 4, 5, 6 })
+local _, err = pcall(pool.map, pool, task, { 1, 2, 3, 4, 5, 6 })
 print("map raised:", (err:match("task %d+: timeout") and "timeout" or err))
 local results = {}
 for i = 1, 6 do results[i] = pool:apply_async(task, { i }) end

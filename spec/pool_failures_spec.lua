@@ -378,7 +378,7 @@ H.each_method(function(ctx, method)
       ]]):format(flag))
       f:close()
       os.remove(flag)
-      local out, err, code = H.run(([[
+      local out, err = H.run(([[
         %s %s & owner=$!
         i=0; while [ ! -s %s ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done
         sleep 0.1; kill -INT $owner; wait $owner; echo "rc=$?"

@@ -48,14 +48,17 @@ H.each_method(function(ctx, method)
 
     it("get(timeout) stops waiting, the task goes on (test_async_timeout)", function()
       local pool <close> = ctx.Pool(1)
-      local r = pool:apply_async(function() sleep(0.5) return "late" end)
+      local long = pool:apply_async(function() sleep(5) end)
       local t0 = process._now()
-      local v, why = r:get(0.05)
+      local v, why = long:get(0.05)
       assert.is_nil(v)
       assert.are.equal("timeout", why)
-      assert.is_true(process._now() - t0 < 0.4)
-      assert.is_false(r:wait(0))
-      assert.are.equal("late", r:get(10))
+      assert.is_true(process._now() - t0 < 4, "get(0.05) waited for the task")
+      assert.is_false(long:wait(0))
+      assert.is_true(long:cancel())
+      local r = pool:apply_async(function() sleep(0.3) return "late" end)
+      assert.are.same({ nil, "timeout" }, { r:get(0.01) })
+      assert.are.equal("late", r:get(20))
     end)
 
     it("callbacks run in the caller during a later blocking call", function()
@@ -94,6 +97,32 @@ H.each_method(function(ctx, method)
       assert.are.same({ 4, 9 }, { table.unpack(r:get(10)) })
       r = pool:starmap_async(add, { { 2, 3 } })
       assert.are.same({ 5 }, { table.unpack(r:get(10)) })
+    end)
+
+    it("large chunks and results after short tasks never deadlock", function()
+      local pool <close> = ctx.Pool(2)
+      local small = {}
+      for i = 1, 64 do small[i] = i end
+      pool:map(sq, small, 1) -- short tasks: the pool hands out several at once
+      local xs = {}
+      for i = 1, 60000 do xs[i] = i end
+      local r = pool:map_async(sq, xs, 2000)
+      local got = assert(r:get(60))
+      assert.are.equal(60000, got.n)
+      assert.are.equal(60000 * 60000, got[60000])
+      local strs = {}
+      for i = 1, 40 do strs[i] = string.rep("x", 20000 + i) end
+      r = pool:map_async(function(s) return s .. s end, strs, 1)
+      got = assert(r:get(60))
+      for i = 1, 40 do assert.are.equal(2 * (20000 + i), #got[i]) end
+      -- floats, nan, -0.0 and huge integers cross exactly on the fast path
+      got = pool:map(function(x) return x end, { 1.5, 0 / 0, -0.0, math.maxinteger, math.mininteger, 2 ^ 53 })
+      assert.are.equal(1.5, got[1])
+      assert.is_true(got[2] ~= got[2])
+      assert.are.equal("-0.0", tostring(got[3]))
+      assert.are.equal(math.maxinteger, got[4])
+      assert.are.equal(math.mininteger, got[5])
+      assert.are.equal("float", math.type(got[6]))
     end)
 
     it("map keeps nil results in place", function()
@@ -268,9 +297,10 @@ H.each_method(function(ctx, method)
       p:join()
       p:close()
       assert.are.same({}, process.wait({ pool:apply_async(function() sleep(0.5) end) }, 0.01))
+      local fresh <close> = ctx.Pool(2) -- both workers free
       local rs = {
-        pool:apply_async(function() sleep(0.3) return 3 end),
-        pool:apply_async(function() return 1 end),
+        fresh:apply_async(function() sleep(1) return 3 end),
+        fresh:apply_async(function() return 1 end),
       }
       local order = {}
       for r in process.as_completed(rs, 10) do order[#order + 1] = r:get() end
@@ -377,7 +407,8 @@ H.each_method(function(ctx, method)
       local pool <close> = ctx.Pool(1)
       assert.has_error(function() pool:apply(42) end, "bad argument #1 to 'apply' (function expected, got number)")
       assert.has_error(function() pool:map(sq, 5) end, "bad argument #2 to 'map' (table expected, got number)")
-      assert.has_error(function() pool:map(sq, {}, 0) end, "bad argument #3 to 'map' (chunksize must be a positive integer)")
+      assert.has_error(function() pool:map(sq, {}, 0) end,
+        "bad argument #3 to 'map' (chunksize must be a positive integer)")
       local ok, err = pcall(function() pool:apply(42) end)
       assert.is_false(ok)
       assert.matches("^spec/pool_spec.lua:%d+:", err) -- points at the caller's line

@@ -15,7 +15,7 @@
 -- runs its callbacks from the pool's callback queue, in the caller.
 local core = ...
 
-local error, type, select, setmetatable, getmetatable = error, type, select, setmetatable, getmetatable
+local error, type, setmetatable, getmetatable = error, type, setmetatable, getmetatable
 local fmt = string.format
 local now = core.now
 
@@ -28,7 +28,8 @@ R.AsyncResult = AsyncResult
 local seq = 0 -- completion order, for as_completed
 
 function R.new(pool, id, opts)
-  return setmetatable({
+  local r
+  r = setmetatable({
     _pool = pool,
     _id = id,
     _done = false,
@@ -38,7 +39,10 @@ function R.new(pool, id, opts)
     _callback = opts and opts.callback or nil,
     _error_callback = opts and opts.error_callback or nil,
     _cancel = nil,   -- set by the pool: function() -> true when cancelled
+    _is_done = nil,  -- the condition its waits pass to the pool
   }, AsyncResult)
+  r._is_done = function() return r._done end
+  return r
 end
 
 function R.is_result(o)
@@ -94,9 +98,7 @@ end
 function AsyncResult:wait(timeout)
   check(self, "wait")
   local deadline = opt_timeout(timeout, "wait")
-  if not self._done then
-    self._pool:_wait_for(function() return self._done end, deadline)
-  end
+  if not self._done then self._pool:_wait_for(self._is_done, deadline) end
   return self._done
 end
 
@@ -105,7 +107,7 @@ function AsyncResult:get(timeout)
   check(self, "get")
   local deadline = opt_timeout(timeout, "get")
   if not self._done then
-    self._pool:_wait_for(function() return self._done end, deadline)
+    self._pool:_wait_for(self._is_done, deadline)
     if not self._done then return nil, "timeout" end
   end
   if not self._ok then error(self._values, 0) end

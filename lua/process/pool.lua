@@ -50,16 +50,16 @@
 -- worker should take the notes that have arrived before it starts each
 -- task.  It ends at EOF.
 local core = ...
-local process = require "process"
 local R = require "process.asyncresult"
 
-local error, type, select, pairs, ipairs, tostring = error, type, select, pairs, ipairs, tostring
-local setmetatable, getmetatable, rawget = setmetatable, getmetatable, rawget
+local error, type, pairs, ipairs, tostring = error, type, pairs, ipairs, tostring
+local setmetatable, getmetatable = setmetatable, getmetatable
 local spack, sunpack = string.pack, string.unpack
 local fmt = string.format
 local now = core.now
 local getpid = core.pool_getpid
 local encode, decode, decode_at = core.encode, core.decode, core.pool_decode
+local pack_numbers, unpack_numbers = core.pool_pack_numbers, core.pool_unpack_numbers
 local tpack, tunpack = table.pack, table.unpack
 
 local P = {}
@@ -70,6 +70,7 @@ local FNCACHE = 256        -- functions a worker keeps decoded
 
 local PREFETCH = 8         -- tasks a worker may hold while short ones queue
 local SHORT_TASK = 0.002   -- ... when tasks take less than this on average
+local AHEAD_BYTES = 8192   -- ... and are this small (8 fit any socket buffer)
 
 local MODE_APPLY, MODE_MAP, MODE_STAR = 1, 2, 3
 local KIND_TASK, KIND_CANCEL = 1, 2
@@ -99,8 +100,8 @@ local call = core.call
 
 -- The first message a worker sends: ready, or its initializer's error.
 function P.ready_message(init_error)
-  if init_error == nil then return spack("<jB", 0, ST_READY) end
-  return spack("<jB", 0, ST_INIT) .. encode(tostring(init_error):sub(1, 65536))
+  if init_error == nil then return spack("<jBB", 0, ST_READY, 0) end
+  return spack("<jBB", 0, ST_INIT, 0) .. encode(tostring(init_error):sub(1, 65536))
 end
 
 -- Runs the initializer; returns nil or its error (with traceback).
@@ -113,7 +114,7 @@ function P.initialize(initializer, initargs)
 end
 
 local function err_reply(id, msg, index)
-  return spack("<jB", id, ST_ERR) .. encode({ tostring(msg):sub(1, 65536), index or 1 })
+  return spack("<jBB", id, ST_ERR, 0) .. encode({ tostring(msg):sub(1, 65536), index or 1 })
 end
 
 -- One protected call for the whole chunk; on an error, i is the item
@@ -176,16 +177,20 @@ end
 
 -- Runs one task message; returns the reply.  st: P.worker_state().
 function P.handle(msg, st)
-  local kind, id, fnid, mode, cacheit, fnpart, pos = sunpack("<BjjBBs4", msg)
+  local kind, id, fnid, mode, cacheit, afmt, fnpart, pos = sunpack("<BjjBBBs4", msg)
   if kind ~= KIND_TASK then error("unknown message kind " .. kind) end
   if st.skip[id] then
     st.skip[id] = nil
-    return spack("<jB", id, ST_SKIPPED)
+    return spack("<jBB", id, ST_SKIPPED, 0)
   end
   local ok, f = pcall(get_fn, fnid, cacheit, fnpart, st)
   local args
   if ok then
-    ok, args = pcall(decode_at, msg, pos, true)
+    if afmt == 1 then
+      ok, args = pcall(unpack_numbers, msg, pos)
+    else
+      ok, args = pcall(decode_at, msg, pos, true)
+    end
     if not ok then f = args end
   end
   if not ok then
@@ -200,13 +205,15 @@ function P.handle(msg, st)
   else
     local out, err, index = run_map(f, args, mode == MODE_STAR)
     if not out then return err_reply(id, err, index) end
+    local nums = pack_numbers(out, 1, out.n)
+    if nums then return spack("<jBB", id, ST_OK, 1) .. nums end
     ok, reply = pcall(encode, out)
   end
   if not ok then
     return err_reply(id, fmt("task %d: cannot send its result: %s",
       id, (tostring(reply):gsub("^value", "result"))))
   end
-  return spack("<jB", id, ST_OK) .. reply
+  return spack("<jBB", id, ST_OK, 0) .. reply
 end
 
 ----------------------------------------------------------------------------
@@ -360,7 +367,8 @@ local function task_message(w, task)
       w.nknown = w.nknown + 1
     end
   end
-  return spack("<BjjBBs4", KIND_TASK, task.id, task.fnid, task.mode, cacheit, fnpart) .. task.args
+  return spack("<BjjBBBs4", KIND_TASK, task.id, task.fnid, task.mode, cacheit, task.afmt or 0, fnpart)
+    .. task.args
 end
 
 -- The head of a worker's list is the task it runs: its clock starts.
@@ -389,6 +397,14 @@ function Pool:_dispatch()
       while #tasks < depth and (not self._maxtasks or w.nsent < self._maxtasks) do
         local task = pop_queued(self)
         if not task then break end
+        -- a worker that is busy may be blocked writing a large reply: what
+        -- goes to it ahead of time must fit in the socket's buffer, or
+        -- the two would wait for each other
+        if #tasks > 0 and #task.args + #task.fnbytes > AHEAD_BYTES then
+          self._qhead = self._qhead - 1
+          self._queue[self._qhead] = task
+          break
+        end
         tasks[#tasks + 1] = task
         task.worker = w
         self._running[task] = true
@@ -528,7 +544,7 @@ end
 function Pool:_on_msg(h, bytes)
   local w = self._workers[h]
   if not w then return end -- a worker being terminated: too late
-  local id, st, pos = sunpack("<jB", bytes)
+  local id, st, rfmt, pos = sunpack("<jBB", bytes)
   if st == ST_READY then
     w.ready = true
     return
@@ -548,7 +564,12 @@ function Pool:_on_msg(h, bytes)
   self._avg = self._avg and (0.8 * self._avg + 0.2 * took) or took
   start_head(w, t)
   if not task.cancelled then
-    local ok, v = pcall(decode_at, bytes, pos)
+    local ok, v
+    if rfmt == 1 then
+      ok, v = pcall(unpack_numbers, bytes, pos)
+    else
+      ok, v = pcall(decode_at, bytes, pos)
+    end
     if not ok then
       task_error(self, task, fmt("task %d: corrupt reply: %s", id, tostring(v)))
     elseif st == ST_OK then
@@ -654,14 +675,14 @@ end
 -- The bookkeeping without blocking (ready(), process.wait).
 function Pool:_step()
   if getpid() ~= self._owner then return end
-  self:_guarded(function() self:_pump(now()) end)
+  self:_guarded(now())
   run_callbacks(self)
 end
 
--- Runs f; an error that escapes the bookkeeping (Ctrl-C, out of memory)
--- terminates the workers before it is raised again.
-function Pool:_guarded(f)
-  local ok, err = pcall(f)
+-- One round of bookkeeping; an error that escapes it (Ctrl-C, out of
+-- memory) terminates the workers before it is raised again.
+function Pool:_guarded(deadline)
+  local ok, err = pcall(self._pump, self, deadline)
   if not ok then
     pcall(self.terminate, self)
     error(err, 0)
@@ -681,7 +702,7 @@ function Pool:_wait_for(cond, deadline)
       if cond() then return true end
       return false
     end
-    self:_guarded(function() self:_pump(deadline) end)
+    self:_guarded(deadline)
   end
 end
 
@@ -815,21 +836,32 @@ local function check_chunksize(c, fname, level)
 end
 
 -- Submit items[first..last] as one task; done(ok, values_or_err, index).
+local function chunk_done(task, ok, v, index)
+  task.done = true
+  task.mapdone(task, ok, v, index)
+end
+
 local function submit_chunk(self, fn, mode, items, first, last, root, done, L)
-  local chunk = { n = last - first + 1 }
-  for i = first, last do chunk[i - first + 1] = items[i] end
-  if mode == MODE_STAR then
-    for i = 1, chunk.n do
-      if type(chunk[i]) ~= "table" then
-        error(fmt("%s[%d]: argument list expected, got %s", root, first + i - 1, type(chunk[i])), L + 1)
+  local bytes, afmt
+  if mode == MODE_MAP then
+    bytes = pack_numbers(items, first, last) -- a list of numbers: the fast path
+    if bytes then afmt = 1 end
+  end
+  if not bytes then
+    local chunk = table.move(items, first, last, 1, {})
+    chunk.n = last - first + 1
+    if mode == MODE_STAR then
+      for i = 1, chunk.n do
+        if type(chunk[i]) ~= "table" then
+          error(fmt("%s[%d]: argument list expected, got %s", root, first + i - 1, type(chunk[i])), L + 1)
+        end
       end
     end
+    bytes = encode_args(chunk, root, first, L + 1)
   end
-  local bytes = encode_args(chunk, root, first, L + 1)
-  local task = new_task(self, fn[1], fn[2], fn[3], mode, bytes, self._timeout, function(task, ok, v, index)
-    task.done = true
-    done(task, ok, v, index)
-  end)
+  local task = new_task(self, fn[1], fn[2], fn[3], mode, bytes, self._timeout, chunk_done)
+  task.afmt = afmt
+  task.mapdone = done
   task.first = first
   enqueue(self, task)
   return task
@@ -858,7 +890,7 @@ local function map_async(self, fname, f, list, chunksize, mode, opts)
   local function done(task, ok, v, index)
     left = left - 1
     if ok then
-      for i = 1, v.n do out[task.first + i - 1] = v[i] end
+      table.move(v, 1, v.n, task.first, out)
     else
       local at = task.first + (index or 1) - 1
       if not failed or at < failed.at then
@@ -876,6 +908,7 @@ local function map_async(self, fname, f, list, chunksize, mode, opts)
       local last = math.min(n, first + chunksize - 1)
       tasks[#tasks + 1] = submit_chunk(self, fn, mode, list, first, last, "list", done, -1)
       left = left + 1
+      if #tasks <= self._n then self:_dispatch() end -- workers start while the rest is encoded
     end
   end)
   if not ok then
@@ -967,7 +1000,7 @@ local function imap(self, fname, f, iterable, chunksize, mode, ordered)
   local function refill()
     while not exhausted and inflight < limit and self._state == "RUN" do
       local n = 0
-      for k = 1, chunksize do
+      for _ = 1, chunksize do
         local v = nextitem()
         if v == nil then exhausted = true; break end
         n = n + 1

@@ -202,7 +202,77 @@ static int pool_decode(lua_State *L) {
     return 1;
 }
 
+/* A list of numbers travels as 9 bytes an item (a tag, then the 64 bits
+ * little-endian): map's common case, 20x cheaper than the general codec.
+ * Integers stay integers and floats keep every bit (nan, -0.0). */
+#define NUM_INT 1
+#define NUM_FLOAT 2
+#define NUM_MAX ((lua_Integer)1 << 26)
+
+/* core.pool_pack_numbers(t, i, j) -> the bytes of t[i..j], or nil when
+ * one of them is not a number (or the range is too long). */
+static int pack_numbers(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_Integer i = luaL_checkinteger(L, 2), j = luaL_checkinteger(L, 3);
+    if (j < i) {
+        lua_pushliteral(L, "");
+        return 1;
+    }
+    if (j - i >= NUM_MAX || i < 0 || j < 0) return 0;
+    size_t n = (size_t)(j - i + 1);
+    luaL_Buffer B;
+    unsigned char *p = (unsigned char *)luaL_buffinitsize(L, &B, n * 9);
+    for (lua_Integer k = i; k <= j; k++, p += 9) {
+        if (lua_rawgeti(L, 1, k) != LUA_TNUMBER) return 0; /* nil on top */
+        uint64_t u;
+        if (lua_isinteger(L, -1)) {
+            p[0] = NUM_INT;
+            u = (uint64_t)lua_tointeger(L, -1);
+        } else {
+            lua_Number d = lua_tonumber(L, -1);
+            p[0] = NUM_FLOAT;
+            memcpy(&u, &d, 8);
+        }
+        lua_pop(L, 1);
+        for (int b = 0; b < 8; b++) p[1 + b] = (unsigned char)(u >> (8 * b));
+    }
+    luaL_pushresultsize(&B, n * 9);
+    return 1;
+}
+
+/* core.pool_unpack_numbers(s, pos) -> {n = count, ...}; raises on bytes
+ * that are not such a list. */
+static int unpack_numbers(lua_State *L) {
+    size_t len;
+    const unsigned char *s = (const unsigned char *)luaL_checklstring(L, 1, &len);
+    lua_Integer pos = luaL_checkinteger(L, 2);
+    if (pos < 1 || (size_t)pos > len + 1 || (len - (size_t)(pos - 1)) % 9)
+        return luaL_error(L, "corrupt list of numbers");
+    s += pos - 1;
+    size_t n = (len - (size_t)(pos - 1)) / 9;
+    lua_createtable(L, (int)n, 1);
+    for (size_t k = 0; k < n; k++, s += 9) {
+        uint64_t u = 0;
+        for (int b = 0; b < 8; b++) u |= (uint64_t)s[1 + b] << (8 * b);
+        if (s[0] == NUM_INT) {
+            lua_pushinteger(L, (lua_Integer)u);
+        } else if (s[0] == NUM_FLOAT) {
+            lua_Number d;
+            memcpy(&d, &u, 8);
+            lua_pushnumber(L, d);
+        } else {
+            return luaL_error(L, "corrupt list of numbers");
+        }
+        lua_rawseti(L, -2, (lua_Integer)k + 1);
+    }
+    lua_pushinteger(L, (lua_Integer)n);
+    lua_setfield(L, -2, "n");
+    return 1;
+}
+
 static const luaL_Reg pool_funcs[] = {
+    {"pool_pack_numbers", pack_numbers},
+    {"pool_unpack_numbers", unpack_numbers},
     {"pool_getpid", pool_getpid},
     {"pool_decode", pool_decode},
     {"pool_wait", pool_wait},
