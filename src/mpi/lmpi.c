@@ -5,27 +5,31 @@
  *   mpiexec -n N luamp -l process.mpi script.lua     (or lua5.4 -l ...)
  *
  * luaopen_process_mpi initialises MPI (once).  On rank 0 it returns the
- * module (lua/process/mpi.lua completes it: Pool, the scheduler).  On every
- * other rank it never returns: it runs the serving loop (mpi.lua's _serve)
- * until rank 0 says STOP, then finalises MPI and exits 0, so the script
- * after `-l process.mpi` only ever runs on rank 0.
+ * module (lua/process/mpi.lua completes it: the Pool, an MPI worker backend
+ * of process.pool's scheduler).  On every other rank it never returns: it
+ * runs the serving loop (mpi.lua's _serve, which forks the workers and
+ * relays between them and rank 0) until rank 0 says STOP, then finalises
+ * MPI and exits 0, so the script after `-l process.mpi` only ever runs on
+ * rank 0.
  *
  * Rank 0's end: when its Lua state closes (script end, an uncaught error)
  * or the process exits (os.exit, which skips lua_close in a stock lua5.4),
- * shutdown() sends STOP to every server, then receives and drops whatever
- * they still send until each has answered BYE (a server blocked sending a
- * large result is thereby released), and finalises MPI.  Only the process
- * that initialised MPI does this: forked children (task children on the
- * servers, local Process children on rank 0) never touch MPI.
+ * shutdown_mpi() sends STOP to every server, then receives and drops
+ * whatever they still send until each has answered BYE, and finalises
+ * MPI.  Only the process that initialised MPI does this: forked children
+ * (workers on the servers, local Process children on rank 0) never touch
+ * MPI.
  *
  * Waiting never spins a core: recv(timeout) probes with MPI_Improbe, a few
- * hundred times yielding the CPU in between, then between sleeps that grow from 20 us up to a
- * cap (1 ms by default, growing to 1% of the time waited, at most 10 ms),
- * so a rank idle for seconds probes about a hundred times a second.
- * Nothing waits inside MPI (no blocking receive), so Open MPI's own
- * busy-polling in blocking calls (mpi_yield_when_idle) does not matter
- * here.  Messages are codec bytes (the Lua side encodes them); the
- * binding only moves strings with a tag.
+ * hundred times yielding the CPU in between, then between sleeps that grow
+ * from 20 us up to a cap (1 ms by default, growing to 1% of the time
+ * waited, at most 10 ms), so a rank idle for seconds probes about a
+ * hundred times a second; given descriptors, it sleeps on them instead.
+ * Sends are non-blocking (MPI_Isend, then MPI_Test with the same backoff,
+ * receiving into an inbox what arrives meanwhile), so no MPI call blocks
+ * and Open MPI's busy-polling in blocking calls (mpi_yield_when_idle)
+ * does not matter here.  Messages are codec bytes (the Lua side encodes
+ * them); the binding only moves strings with a tag.
  *
  * Uses: MPI (any MPI-3 implementation), the Lua C API.  The bytes a peer
  * sends are handed to Lua as a string; this file trusts nothing in them.
