@@ -60,6 +60,7 @@ local now = core.now
 local getpid = core.pool_getpid
 local encode, decode, decode_at = core.encode, core.decode, core.pool_decode
 local pack_numbers, unpack_numbers = core.pool_pack_numbers, core.pool_unpack_numbers
+local new_list = core.pool_list
 local tpack, tunpack = table.pack, table.unpack
 
 local P = {}
@@ -100,8 +101,8 @@ local call = core.call
 
 -- The first message a worker sends: ready, or its initializer's error.
 function P.ready_message(init_error)
-  if init_error == nil then return spack("<jBB", 0, ST_READY, 0) end
-  return spack("<jBB", 0, ST_INIT, 0) .. encode(tostring(init_error):sub(1, 65536))
+  if init_error == nil then return spack("<jBBf", 0, ST_READY, 0, 0) end
+  return spack("<jBBf", 0, ST_INIT, 0, 0) .. encode(tostring(init_error):sub(1, 65536))
 end
 
 -- Runs the initializer; returns nil or its error (with traceback).
@@ -113,15 +114,22 @@ function P.initialize(initializer, initargs)
   return nil
 end
 
+-- Every reply starts with the task's id, its status, the format of what
+-- follows (1: a list of numbers, 0: the codec) and the seconds the task
+-- ran in the worker (which tells the parent whether tasks are short).
+local started = 0
+
 local function err_reply(id, msg, index)
-  return spack("<jBB", id, ST_ERR, 0) .. encode({ tostring(msg):sub(1, 65536), index or 1 })
+  return spack("<jBBf", id, ST_ERR, 0, now() - started)
+    .. encode({ tostring(msg):sub(1, 65536), index or 1 })
 end
 
 -- One protected call for the whole chunk; on an error, i is the item
 -- that raised it.
 local function run_map(f, items, star)
   local n = #items
-  local out = { n = n }
+  local out = new_list(n)
+  out.n = n
   local i = 0
   local ok, err = call(handler, function()
     if star then
@@ -179,9 +187,10 @@ end
 function P.handle(msg, st)
   local kind, id, fnid, mode, cacheit, afmt, fnpart, pos = sunpack("<BjjBBBs4", msg)
   if kind ~= KIND_TASK then error("unknown message kind " .. kind) end
+  started = now()
   if st.skip[id] then
     st.skip[id] = nil
-    return spack("<jBB", id, ST_SKIPPED, 0)
+    return spack("<jBBf", id, ST_SKIPPED, 0, 0)
   end
   local ok, f = pcall(get_fn, fnid, cacheit, fnpart, st)
   local args
@@ -206,14 +215,14 @@ function P.handle(msg, st)
     local out, err, index = run_map(f, args, mode == MODE_STAR)
     if not out then return err_reply(id, err, index) end
     local nums = pack_numbers(out, 1, out.n)
-    if nums then return spack("<jBB", id, ST_OK, 1) .. nums end
+    if nums then return spack("<jBBf", id, ST_OK, 1, now() - started) .. nums end
     ok, reply = pcall(encode, out)
   end
   if not ok then
     return err_reply(id, fmt("task %d: cannot send its result: %s",
       id, (tostring(reply):gsub("^value", "result"))))
   end
-  return spack("<jBB", id, ST_OK, 0) .. reply
+  return spack("<jBBf", id, ST_OK, 0, now() - started) .. reply
 end
 
 ----------------------------------------------------------------------------
@@ -322,7 +331,7 @@ function Pool:_spawn()
   local h, err, ename = self._backend:start()
   if not h then return false, err, ename end
   self._workers[h] = { h = h, tasks = {}, nsent = 0, ntasks = 0, ready = false,
-                       known = {}, nknown = 0, since = 0 }
+                       known = {}, nknown = 0 }
   self._nworkers = self._nworkers + 1
   return true
 end
@@ -375,7 +384,6 @@ end
 local function start_head(w, t)
   local task = w.tasks[1]
   if task then
-    w.since = t
     task.deadline = task.timeout and t + task.timeout or nil
   end
 end
@@ -544,7 +552,7 @@ end
 function Pool:_on_msg(h, bytes)
   local w = self._workers[h]
   if not w then return end -- a worker being terminated: too late
-  local id, st, rfmt, pos = sunpack("<jBB", bytes)
+  local id, st, rfmt, ran, pos = sunpack("<jBBf", bytes)
   if st == ST_READY then
     w.ready = true
     return
@@ -560,12 +568,17 @@ function Pool:_on_msg(h, bytes)
   task.worker = nil
   w.ntasks = w.ntasks + 1
   local t = now()
-  local took = t - w.since
-  self._avg = self._avg and (0.8 * self._avg + 0.2 * took) or took
+  -- how long tasks run in the worker (not counting the trip: on a
+  -- loaded machine that would hide how short they are)
+  if st ~= ST_SKIPPED then self._avg = self._avg and (0.8 * self._avg + 0.2 * ran) or ran end
   start_head(w, t)
   if not task.cancelled then
     local ok, v
-    if rfmt == 1 then
+    if rfmt == 1 and task.into and st == ST_OK then
+      -- a map's chunk of numbers: straight into the map's list
+      ok, v = pcall(unpack_numbers, bytes, pos, task.into, task.first)
+      v = ok and true or v
+    elseif rfmt == 1 then
       ok, v = pcall(unpack_numbers, bytes, pos)
     else
       ok, v = pcall(decode_at, bytes, pos)
@@ -875,7 +888,8 @@ local function map_async(self, fname, f, list, chunksize, mode, opts)
   local fn = { encode_fn(f, 3) }
   local n = #list
   chunksize = chunksize or default_chunksize(self, n)
-  local out = { n = n }
+  local out = new_list(n)
+  out.n = n
   local r = R.new(self, self._nextid + 1, opts)
   local tasks, left = {}, 0
   local failed -- lowest failing index, its error
@@ -890,7 +904,7 @@ local function map_async(self, fname, f, list, chunksize, mode, opts)
   local function done(task, ok, v, index)
     left = left - 1
     if ok then
-      table.move(v, 1, v.n, task.first, out)
+      if v ~= true then table.move(v, 1, v.n, task.first, out) end -- (true: already there)
     else
       local at = task.first + (index or 1) - 1
       if not failed or at < failed.at then
@@ -906,7 +920,9 @@ local function map_async(self, fname, f, list, chunksize, mode, opts)
   local ok, err = pcall(function()
     for first = 1, n, chunksize do
       local last = math.min(n, first + chunksize - 1)
-      tasks[#tasks + 1] = submit_chunk(self, fn, mode, list, first, last, "list", done, -1)
+      local task = submit_chunk(self, fn, mode, list, first, last, "list", done, -1)
+      task.into = out
+      tasks[#tasks + 1] = task
       left = left + 1
       if #tasks <= self._n then self:_dispatch() end -- workers start while the rest is encoded
     end

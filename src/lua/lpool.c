@@ -240,8 +240,9 @@ static int pack_numbers(lua_State *L) {
     return 1;
 }
 
-/* core.pool_unpack_numbers(s, pos) -> {n = count, ...}; raises on bytes
- * that are not such a list. */
+/* core.pool_unpack_numbers(s, pos [, into, at]) -> {n = count, ...}, or
+ * with into: the numbers stored in into[at], into[at + 1]... (no table
+ * made) and into returned; raises on bytes that are not such a list. */
 static int unpack_numbers(lua_State *L) {
     size_t len;
     const unsigned char *s = (const unsigned char *)luaL_checklstring(L, 1, &len);
@@ -250,7 +251,16 @@ static int unpack_numbers(lua_State *L) {
         return luaL_error(L, "corrupt list of numbers");
     s += pos - 1;
     size_t n = (len - (size_t)(pos - 1)) / 9;
-    lua_createtable(L, (int)n, 1);
+    lua_Integer at = 1;
+    int into = !lua_isnoneornil(L, 3);
+    if (into) {
+        luaL_checktype(L, 3, LUA_TTABLE);
+        at = luaL_checkinteger(L, 4);
+        if (at < 1 || at > NUM_MAX * 64) return luaL_argerror(L, 4, "out of range");
+        lua_pushvalue(L, 3);
+    } else {
+        lua_createtable(L, (int)n, 1);
+    }
     for (size_t k = 0; k < n; k++, s += 9) {
         uint64_t u = 0;
         for (int b = 0; b < 8; b++) u |= (uint64_t)s[1 + b] << (8 * b);
@@ -263,16 +273,26 @@ static int unpack_numbers(lua_State *L) {
         } else {
             return luaL_error(L, "corrupt list of numbers");
         }
-        lua_rawseti(L, -2, (lua_Integer)k + 1);
+        lua_rawseti(L, -2, at + (lua_Integer)k);
     }
-    lua_pushinteger(L, (lua_Integer)n);
-    lua_setfield(L, -2, "n");
+    if (!into) {
+        lua_pushinteger(L, (lua_Integer)n);
+        lua_setfield(L, -2, "n");
+    }
+    return 1;
+}
+
+/* core.pool_list(n) -> an empty table with room for n items (and n). */
+static int pool_list(lua_State *L) {
+    lua_Integer n = luaL_checkinteger(L, 1);
+    lua_createtable(L, n > 0 && n < NUM_MAX * 64 ? (int)n : 0, 1);
     return 1;
 }
 
 static const luaL_Reg pool_funcs[] = {
     {"pool_pack_numbers", pack_numbers},
     {"pool_unpack_numbers", unpack_numbers},
+    {"pool_list", pool_list},
     {"pool_getpid", pool_getpid},
     {"pool_decode", pool_decode},
     {"pool_wait", pool_wait},
