@@ -346,11 +346,28 @@ void lmp_sync_free(lmp_sync *s) {
 
 /* ---- Lock, RLock -------------------------------------------------------- */
 
-/* The fast path is one pthread lock and two stores. */
+/* The fast path (no timeout, nobody died) is one pthread lock, a load
+ * and a store. */
 int lmp_lock_acquire(lmp_sync *s, double timeout) {
     struct slock *k = s->body;
     int rc;
-    if (timeout == 0) {
+    if (timeout < 0) {
+        rc = pthread_mutex_lock(&k->m);
+        if (__builtin_expect(rc == 0, 1) &&
+            !atomic_load_explicit(&k->died, memory_order_relaxed)) {
+            k->depth++;
+            return 0;
+        }
+        if (rc == EOWNERDEAD) {
+            if (pthread_mutex_consistent(&k->m)) {
+                pthread_mutex_unlock(&k->m);
+                return -ENOTRECOVERABLE;
+            }
+            rc = 1;
+        } else {
+            rc = -rc;
+        }
+    } else if (timeout == 0) {
         rc = pthread_mutex_trylock(&k->m);
         if (rc == EBUSY) return -ETIMEDOUT;
         if (rc == EOWNERDEAD) {
@@ -362,8 +379,6 @@ int lmp_lock_acquire(lmp_sync *s, double timeout) {
         } else {
             rc = -rc;
         }
-    } else if (timeout < 0) {
-        rc = lmp_robust_lock(&k->m, NULL);
     } else {
         struct timespec ts;
         rc = lmp_robust_lock(&k->m, lmp_deadline(timeout, &ts));

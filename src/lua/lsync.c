@@ -51,20 +51,27 @@ static Sync *testsync(lua_State *L, int idx) {
     return ok ? u : NULL;
 }
 
+/* The general check, through the metatable: anything that is not one of
+ * ours raises here. */
+static Sync *__attribute__((noinline, cold))
+checksync_slow(lua_State *L, int idx, unsigned kinds, const char *tname) {
+    Sync *u = testsync(L, idx);
+    if (!u || !(kinds & K(u->kind))) luaL_typeerror(L, idx, tname);
+    if (!u->s) luaL_error(L, "%s is closed", tname);
+    return u;
+}
+
 /* The usual call, obj:method(), is checked without touching the
  * metatable: a full userdata of our size whose first word is the address
  * of MARK is one of ours (Lua code cannot write a userdata's bytes, and no
  * other library stores that address).  Anything else takes the general
- * path through the metatable. */
-static Sync *checksync(lua_State *L, int idx, unsigned kinds, const char *tname) {
+ * path.  Inlined: the Lock pair is the hot path of this file. */
+static inline Sync *checksync(lua_State *L, int idx, unsigned kinds, const char *tname) {
     Sync *u = lua_touserdata(L, idx);
-    if (u && lua_rawlen(L, idx) == sizeof(Sync) && /* 0 for a light userdata */
-        u->tag == &MARK && u->s && (kinds & K(u->kind)))
+    if (__builtin_expect(u && lua_rawlen(L, idx) == sizeof(Sync) && /* 0 for a light userdata */
+                             u->tag == &MARK && u->s && (kinds & K(u->kind)), 1))
         return u;
-    u = testsync(L, idx);
-    if (!u || !(kinds & K(u->kind))) luaL_typeerror(L, idx, tname);
-    if (!u->s) luaL_error(L, "%s is closed", tname);
-    return u;
+    return checksync_slow(L, idx, kinds, tname);
 }
 
 /* The object in u's user value (a lock, an action), pushed. */
