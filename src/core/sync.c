@@ -546,8 +546,12 @@ int lmp_sem_release(lmp_sync *s, int64_t k) {
         return -EOVERFLOW;
     }
     struct token *r = sem_mine(m);
-    if (r && r->held > 0) {
-        int64_t d = k < r->held ? k : r->held;
+    int64_t d = r && r->held > 0 ? (k < r->held ? k : r->held) : 0;
+    if (m->base > 0 && k - d > INT64_MAX - m->base) { /* the count would overflow */
+        iunlock(&m->m);
+        return -EOVERFLOW;
+    }
+    if (d > 0) {
         r->held -= d;
         k -= d;
         if (r->held == 0) rec_drop(r);
