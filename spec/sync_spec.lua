@@ -679,6 +679,28 @@ describe("Value, Array [" .. method .. "]", function()
     arr:get_lock():release()
     assert.has_error(function() ctx.Array("uint8", 4, {lock = false}):get_lock() end)
   end)
+
+  it("objects passed twice, nested, and on to a grandchild stay one object", function()
+    local v, l = ctx.Value("int64", 0), ctx.Lock()
+    local a = ctx.Array("double", {0 / 0, -0.0, 1.5})
+    local p = spawn(ctx, function(v1, v2, nest, lk, arr)
+      local same = v1 == v2 and v1 == nest[1][1] and v1 == nest.v
+      assert(lk:acquire(5)); lk:release()
+      v1:add(1); nest.v:add(10)
+      local g = ctx.Process{target = function(vv, aa, ll)
+        assert(ll:acquire(5)); ll:release()
+        vv:add(100); aa[3] = 2.5
+      end, args = {nest.v, arr, lk}}
+      assert(g:start())
+      local code = g:join(10)
+      return same, code, arr[1] ~= arr[1], 1 / arr[2]
+    end, v, v, {{v}, v = v}, l, a)
+    assert.equal(0, p:join(10), p.error)
+    assert.same({true, 0, true, -1 / 0}, {p:result()})
+    assert.equal(111, v.value)
+    assert.equal(2.5, a[3])
+    assert.is_false(l:locked())
+  end)
 end)
 
 describe("JoinableQueue, Queue extras [" .. method .. "]", function()
