@@ -21,13 +21,6 @@ int lmp_shm_create(const char *name, size_t size, int *fd, void **addr) {
     size = (size + PAGE - 1) & ~(size_t)(PAGE - 1);
     int f = lmp_fd_hi(memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING)); /* never 0-2 */
     if (f < 0) return -errno;
-    if (f < 3) { /* stdin..stderr were closed: never take their numbers */
-        int g = fcntl(f, F_DUPFD_CLOEXEC, 3);
-        int e = errno;
-        close(f);
-        if (g < 0) return -e;
-        f = g;
-    }
     void *m = MAP_FAILED;
     if (ftruncate(f, (off_t)size) < 0 ||
         fcntl(f, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0 ||
