@@ -158,6 +158,28 @@ describe("Lock, RLock [" .. method .. "]", function()
     lock:release()
   end)
 
+  it("with and guard raise 'lock owner died' once after a holder's death; f does not run", function()
+    for _, use in ipairs{"with", "guard"} do
+      local lock, e = ctx.Lock(), ctx.Event()
+      local p = spawn(ctx, function(l, e) l:acquire(); e:set(); process.sleep(60) end, lock, e)
+      assert.is_true(e:wait(10))
+      p:kill(); p:join()
+      local ran = false
+      local f = function() ran = true; return "ran" end
+      local ok, err = pcall(function()
+        if use == "with" then return lock:with(f) end
+        local _ <close> = lock:guard()
+        return f()
+      end)
+      assert.is_false(ok)
+      assert.matches("lock owner died", err)
+      assert.is_false(ran)
+      assert.is_false(lock:locked())
+      assert.equal("ran", lock:with(f)) -- reported once: usable again
+      assert.is_false(lock:locked())
+    end
+  end)
+
   it("releasing a lock held by another process raises", function()
     local lock = ctx.Lock()
     lock:acquire()
@@ -217,6 +239,14 @@ describe("Semaphore [" .. method .. "]", function()
     assert.has_error(function() ctx.Semaphore(-1) end)
     assert.has_error(function() ctx.Semaphore(1.5) end)
     assert.has_error(function() ctx.Semaphore(1):release(0) end)
+    -- the count never wraps: past math.maxinteger a release is refused
+    local big = ctx.Semaphore(math.maxinteger)
+    assert.has_error(function() big:release() end, "semaphore released too many times")
+    assert.equal(math.maxinteger, big:get_value())
+    local zero = ctx.Semaphore(0)
+    zero:release(math.maxinteger)
+    assert.has_error(function() zero:release(1) end, "semaphore released too many times")
+    assert.equal(math.maxinteger, zero:get_value())
   end)
 
   it("gives back the slots of a SIGKILLed holder to a blocked waiter", function()
@@ -576,6 +606,9 @@ describe("Value, Array [" .. method .. "]", function()
     assert.has_error(function() ctx.Value("uint8", -1) end)
     assert.has_error(function() ctx.Value("float", 1) end)
     assert.has_error(function() v.other = 1 end)
+    local ok, err = pcall(ctx.Value, "int64", 0, {lock = 5})
+    assert.is_false(ok)
+    assert.matches("bad argument #3 to '[%w.]*Value' %(lock must be a boolean, a Lock or an RLock, got number%)", err)
     local d = ctx.Value("double", 3)
     assert.equal("float", math.type(d.value))
     local big = ctx.Value("int64", math.maxinteger)
@@ -645,6 +678,28 @@ describe("Value, Array [" .. method .. "]", function()
     assert.truthy(arr:get_lock():acquire())
     arr:get_lock():release()
     assert.has_error(function() ctx.Array("uint8", 4, {lock = false}):get_lock() end)
+  end)
+
+  it("objects passed twice, nested, and on to a grandchild stay one object", function()
+    local v, l = ctx.Value("int64", 0), ctx.Lock()
+    local a = ctx.Array("double", {0 / 0, -0.0, 1.5})
+    local p = spawn(ctx, function(v1, v2, nest, lk, arr)
+      local same = v1 == v2 and v1 == nest[1][1] and v1 == nest.v
+      assert(lk:acquire(5)); lk:release()
+      v1:add(1); nest.v:add(10)
+      local g = ctx.Process{target = function(vv, aa, ll)
+        assert(ll:acquire(5)); ll:release()
+        vv:add(100); aa[3] = 2.5
+      end, args = {nest.v, arr, lk}}
+      assert(g:start())
+      local code = g:join(10)
+      return same, code, arr[1] ~= arr[1], 1 / arr[2]
+    end, v, v, {{v}, v = v}, l, a)
+    assert.equal(0, p:join(10), p.error)
+    assert.same({true, 0, true, -1 / 0}, {p:result()})
+    assert.equal(111, v.value)
+    assert.equal(2.5, a[3])
+    assert.is_false(l:locked())
   end)
 end)
 

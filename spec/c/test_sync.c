@@ -332,6 +332,29 @@ int main(void) {
     close(bad);
     ok(lmp_shared_new(9, 1, &v2) == -EINVAL && lmp_barrier_new(0, &v2) == -EINVAL, "bad sizes refused");
 
+    /* an unbounded count that would pass INT64_MAX is refused, not wrapped */
+    ok(lmp_sem_new(INT64_MAX, 0, &s) == 0, "Semaphore(INT64_MAX)");
+    ok(lmp_sem_release(s, 1) == -EOVERFLOW && lmp_sem_value(s) == INT64_MAX,
+       "release past INT64_MAX refused, value kept");
+    ok(lmp_sem_acquire(s, 0) == 0 && lmp_sem_release(s, 1) == 0 && lmp_sem_value(s) == INT64_MAX,
+       "its own unit goes back in");
+    lmp_sync_free(s);
+    ok(lmp_sem_new(0, 0, &s) == 0 && lmp_sem_release(s, INT64_MAX) == 0 &&
+           lmp_sem_release(s, 1) == -EOVERFLOW && lmp_sem_value(s) == INT64_MAX,
+       "release(INT64_MAX) then 1 more: refused");
+    lmp_sync_free(s);
+
+    /* with stdin closed, a segment's descriptor still is not 0 */
+    int saved = fcntl(0, F_DUPFD_CLOEXEC, 3);
+    close(0);
+    ok(lmp_event_new(&e) == 0 && lmp_sync_fd(e) >= 3 &&
+           (fcntl(lmp_sync_fd(e), F_GETFD) & FD_CLOEXEC),
+       "memfd above 2 and close-on-exec with fd 0 free");
+    lmp_sync_free(e);
+    ok(fcntl(0, F_GETFD) < 0, "and fd 0 stayed free");
+    dup2(saved, 0);
+    close(saved);
+
     close(ready_pipe[0]);
     close(ready_pipe[1]);
     if (getenv("SYNC_DEBUG")) { char cmd[64]; snprintf(cmd, sizeof cmd, "ls -l /proc/%d/fd; grep luamp /proc/%d/maps", getpid(), getpid()); if (system(cmd)) {} }

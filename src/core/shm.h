@@ -20,7 +20,9 @@
 
 /* A new memfd of size bytes (rounded up to pages), sealed against
  * resizing (so no holder can make another's mapping SIGBUS), mapped
- * MAP_SHARED and zero-filled.  *fd is O_CLOEXEC.  Returns 0 or -errno. */
+ * MAP_SHARED and zero-filled.  *fd is O_CLOEXEC and never 0-2 (a process
+ * that closed them must not have a segment taken for stdout).  Returns 0
+ * or -errno. */
 int lmp_shm_create(const char *name, size_t size, int *fd, void **addr);
 
 /* Map a segment received from another process; *size gets its length.

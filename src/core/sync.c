@@ -346,11 +346,28 @@ void lmp_sync_free(lmp_sync *s) {
 
 /* ---- Lock, RLock -------------------------------------------------------- */
 
-/* The fast path is one pthread lock and two stores. */
+/* The fast path (no timeout, nobody died) is one pthread lock, a load
+ * and a store. */
 int lmp_lock_acquire(lmp_sync *s, double timeout) {
     struct slock *k = s->body;
     int rc;
-    if (timeout == 0) {
+    if (timeout < 0) {
+        rc = pthread_mutex_lock(&k->m);
+        if (__builtin_expect(rc == 0, 1) &&
+            !atomic_load_explicit(&k->died, memory_order_relaxed)) {
+            k->depth++;
+            return 0;
+        }
+        if (rc == EOWNERDEAD) {
+            if (pthread_mutex_consistent(&k->m)) {
+                pthread_mutex_unlock(&k->m);
+                return -ENOTRECOVERABLE;
+            }
+            rc = 1;
+        } else {
+            rc = -rc;
+        }
+    } else if (timeout == 0) {
         rc = pthread_mutex_trylock(&k->m);
         if (rc == EBUSY) return -ETIMEDOUT;
         if (rc == EOWNERDEAD) {
@@ -362,8 +379,6 @@ int lmp_lock_acquire(lmp_sync *s, double timeout) {
         } else {
             rc = -rc;
         }
-    } else if (timeout < 0) {
-        rc = lmp_robust_lock(&k->m, NULL);
     } else {
         struct timespec ts;
         rc = lmp_robust_lock(&k->m, lmp_deadline(timeout, &ts));
@@ -531,8 +546,12 @@ int lmp_sem_release(lmp_sync *s, int64_t k) {
         return -EOVERFLOW;
     }
     struct token *r = sem_mine(m);
-    if (r && r->held > 0) {
-        int64_t d = k < r->held ? k : r->held;
+    int64_t d = r && r->held > 0 ? (k < r->held ? k : r->held) : 0;
+    if (m->base > 0 && k - d > INT64_MAX - m->base) { /* the count would overflow */
+        iunlock(&m->m);
+        return -EOVERFLOW;
+    }
+    if (d > 0) {
         r->held -= d;
         k -= d;
         if (r->held == 0) rec_drop(r);

@@ -114,7 +114,8 @@ unsigned lmp_lock_owned(lmp_sync *s);
 /* 0 (one unit taken); -ETIMEDOUT; -errno. */
 int lmp_sem_acquire(lmp_sync *s, double timeout);
 /* Give back k >= 1 units: 0; -EOVERFLOW when a bounded semaphore would
- * exceed its initial value (nothing changed). */
+ * exceed its initial value, or any would exceed INT64_MAX (nothing
+ * changed). */
 int lmp_sem_release(lmp_sync *s, int64_t k);
 /* Units free now (dead holders' units given back first). */
 int64_t lmp_sem_value(lmp_sync *s);

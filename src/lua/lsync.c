@@ -51,20 +51,27 @@ static Sync *testsync(lua_State *L, int idx) {
     return ok ? u : NULL;
 }
 
+/* The general check, through the metatable: anything that is not one of
+ * ours raises here. */
+static Sync *__attribute__((noinline, cold))
+checksync_slow(lua_State *L, int idx, unsigned kinds, const char *tname) {
+    Sync *u = testsync(L, idx);
+    if (!u || !(kinds & K(u->kind))) luaL_typeerror(L, idx, tname);
+    if (!u->s) luaL_error(L, "%s is closed", tname);
+    return u;
+}
+
 /* The usual call, obj:method(), is checked without touching the
  * metatable: a full userdata of our size whose first word is the address
  * of MARK is one of ours (Lua code cannot write a userdata's bytes, and no
  * other library stores that address).  Anything else takes the general
- * path through the metatable. */
-static Sync *checksync(lua_State *L, int idx, unsigned kinds, const char *tname) {
+ * path.  Inlined: the Lock pair is the hot path of this file. */
+static inline Sync *checksync(lua_State *L, int idx, unsigned kinds, const char *tname) {
     Sync *u = lua_touserdata(L, idx);
-    if (u && lua_rawlen(L, idx) == sizeof(Sync) && /* 0 for a light userdata */
-        u->tag == &MARK && u->s && (kinds & K(u->kind)))
+    if (__builtin_expect(u && lua_rawlen(L, idx) == sizeof(Sync) && /* 0 for a light userdata */
+                             u->tag == &MARK && u->s && (kinds & K(u->kind)), 1))
         return u;
-    u = testsync(L, idx);
-    if (!u || !(kinds & K(u->kind))) luaL_typeerror(L, idx, tname);
-    if (!u->s) luaL_error(L, "%s is closed", tname);
-    return u;
+    return checksync_slow(L, idx, kinds, tname);
 }
 
 /* The object in u's user value (a lock, an action), pushed. */
@@ -219,11 +226,15 @@ static int unhold(Sync *u) {
     return u->kind == LMP_SYNC_SEM ? lmp_sem_release(u->s, 1) : lmp_lock_release(u->s);
 }
 
-/* obj:with(f, ...) -> f's values (released on error too) */
+/* obj:with(f, ...) -> f's values (released on error too).  A dead
+ * holder's lock raises "lock owner died", as guard() does: returning it
+ * would be taken for f's values, and a caller that ignores them would
+ * never learn that f did not run. */
 static int sync_with(lua_State *L) {
     Sync *u = holdee(L, 1, checksync(L, 1, HOLDABLE, "Lock"));
     luaL_checkany(L, 2);
     int rc = hold(u, -1);
+    if (rc == -EOWNERDEAD) return luaL_error(L, "lock owner died");
     if (rc < 0) return timeout_result(L, rc, "acquire");
     int top = lua_gettop(L);
     lua_pushvalue(L, 2);
@@ -722,7 +733,10 @@ static int setlock(lua_State *L, int opts) {
         lua_getfield(L, opts, "lock");
         if (lua_isboolean(L, -1)) has = lua_toboolean(L, -1);
         else if (!lua_isnil(L, -1)) {
-            checksync(L, -1, LOCKS, "Lock or RLock");
+            Sync *l = testsync(L, -1);
+            if (!l || !(LOCKS & K(l->kind)) || !l->s)
+                luaL_argerror(L, opts, lua_pushfstring(L, "lock must be a boolean, a Lock or an RLock, got %s",
+                                                       luaL_typename(L, -1)));
             lua_setiuservalue(L, -2, 1);
             return 0;
         }
