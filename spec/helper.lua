@@ -47,7 +47,7 @@ end
 -- program (or until it dies and is restarted), are not a test's leak.
 local function forkserver()
   local process = require "process"
-  local pid, a, b, c = process._forkserver_pid()
+  local pid, a, b, c = require("process.internal").forkserver_pid()
   return pid, { [a or -1] = true, [b or -1] = true, [c or -1] = true }
 end
 

@@ -33,7 +33,7 @@ check "the installed runner runs a script" \
 check "spawn from the installed module runs the installed runner" \
   sh -c "LD_LIBRARY_PATH='$lib' LUA_CPATH='$mod/?.so' lua5.4 -e '
     local process = require \"process\"
-    local exe = process._get_executable()
+    local exe = require(\"process.internal\").get_executable()
     assert(exe:find(\"$d\", 1, true) == 1 and exe:match(\"/bin/luamp\$\"), exe)
     local p = process.get_context(\"spawn\").Process{target = function(a) return a + 1 end, args = {41}}
     assert(p:start()):join()

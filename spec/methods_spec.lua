@@ -2,6 +2,7 @@
 -- what a fresh runtime receives (upvalues, modules, paths, the working
 -- directory), exec failures, and the forkserver's own life.
 local process = require "process"
+local internal = require "process.internal"
 local H = require "spec.helper"
 
 local function block() process.parent_process():join() end
@@ -52,7 +53,7 @@ describe("start methods", function()
           -- only luamp's own and the listing's: the result channel, lfs's
           -- directory handle; under spawn without pidfds the death pipe
           -- and the parent sentinel; under forkserver the parent sentinel
-          local want = m == "forkserver" and 3 or process._have_pidfd() and 2 or 4
+          local want = m == "forkserver" and 3 or internal.have_pidfd() and 2 or 4
           local n = 0
           for _ in pairs(fds) do n = n + 1 end
           assert.equal(want, n)
@@ -83,7 +84,7 @@ describe("start methods", function()
       it("refusing an unsendable upvalue with its path, before any process exists", function()
         local handle = io.stdout
         local box = {inner = {f = handle}}
-        local server = process._forkserver_pid()
+        local server = internal.forkserver_pid()
         local kids, skids = #H.children(), server and #H.children(server)
         local p = ctx.Process{target = function() return box end}
         assert.has_error(function() p:start() end, "target<upvalue 'box'>.inner.f: cannot send a userdata")
@@ -180,7 +181,7 @@ describe("start methods", function()
     after_each(function() process.set_executable(nil) end)
 
     it("finds the runner without configuration", function()
-      local exe = process._get_executable()
+      local exe = internal.get_executable()
       assert.matches("/luamp$", exe)
       assert.is_truthy(require("lfs").attributes(exe))
     end)
@@ -195,7 +196,7 @@ describe("start methods", function()
       assert.is_nil(p.pid)
       process.set_executable(os.tmpname()) -- a file, but not executable
       local r2, err2, ename2 = p:start()
-      os.remove(process._get_executable())
+      os.remove(internal.get_executable())
       assert.is_nil(r2)
       assert.equal("start: Permission denied", err2)
       assert.equal("EACCES", ename2)
@@ -213,7 +214,7 @@ describe("start methods", function()
     it("is restarted after it was killed; children in flight report 255", function()
       local p = ctx.Process{target = block}
       p:start()
-      local server = assert(process._forkserver_pid())
+      local server = assert(internal.forkserver_pid())
       os.execute("kill -KILL " .. server)
       assert.equal(255, p:join(30)) -- the exit status went with the server
       -- p's process itself lives on, an orphan: end it the way a user would
@@ -221,7 +222,7 @@ describe("start methods", function()
       local q = ctx.Process{target = function() return "again" end}
       assert.equal(0, q:start():join())
       assert.equal("again", q:result())
-      local new = assert(process._forkserver_pid())
+      local new = assert(internal.forkserver_pid())
       assert.are_not.equal(server, new)
     end)
 
@@ -243,7 +244,7 @@ describe("start methods", function()
           local process = require "process"
           local ctx = process.get_context("forkserver")
           assert(ctx.Process{target = function() end}:start()):join()
-          print(process._forkserver_pid())
+          print(require("process.internal").forkserver_pid())
           io.stdout:flush()
           if arg[1] == "kill" then os.execute("kill -KILL " .. process.current_process().pid) end
         ]]) .. " " .. how)

@@ -14,6 +14,9 @@ local setmetatable, tostring = setmetatable, tostring
 local fmt = string.format
 
 local M = {}
+-- Hooks for the runner, the specs and the benchmarks, kept out of the
+-- public table: require "process.internal" (see the end of this file).
+local internal = {}
 
 -- Per-process bookkeeping; a child starts it afresh (see bootstrap).
 local state = {
@@ -586,9 +589,9 @@ local function load_payload()
 end
 
 -- The runner's child modes (src/runner/main.c):
---   _child_main("--luamp-child", "spawn", result, parent, first)
---   _child_main("--luamp-forkserver")   the server; returns when its owner ends
-function M._child_main(mode, kind, a, b, c)
+--   child_main("--luamp-child", "spawn", result, parent, first)
+--   child_main("--luamp-forkserver")   the server; returns when its owner ends
+function internal.child_main(mode, kind, a, b, c)
   if mode == "--luamp-forkserver" then
     state.parent_pid = core.serve()
     if not state.parent_pid then return end -- the owner has ended
@@ -743,18 +746,20 @@ end
 core.call(handler, select, "#")
 pcall(table.unpack, table.pack())
 
--- Test hook (not API): make the next n calls of a system operation fail,
--- e.g. M._fault("fork", "EAGAIN") to see start() refused without a real
+-- process.internal: hooks that are not API.
+-- Test hook: make the next n calls of a system operation fail,
+-- e.g. fault("fork", "EAGAIN") to see start() refused without a real
 -- process limit (root ignores RLIMIT_NPROC).
-M._fault = core.fault
+internal.fault = core.fault
 -- Monotonic seconds, and the codec by itself (benchmarks and tests).
-M._now = core.now
-M._encode = core.encode
-M._decode = core.decode
+internal.now = core.now
+internal.encode = core.encode
+internal.decode = core.decode
 -- Whether sentinels are pidfds (false: the pipe fallback is in use).
-M._have_pidfd = core.have_pidfd
+internal.have_pidfd = core.have_pidfd
 -- The forkserver's pid (nil when none runs), and the runner spawn uses.
-M._forkserver_pid = core.forkserver_pid
-M._get_executable = core.get_executable
+internal.forkserver_pid = core.forkserver_pid
+internal.get_executable = core.get_executable
+package.loaded["process.internal"] = internal
 
 return M

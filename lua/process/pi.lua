@@ -3,6 +3,7 @@
 -- into the library; called with the C table of kernels, returns it.
 local pi = ...
 local process = require "process"
+local internal = require "process.internal"
 
 local fmt = string.format
 local MAX = 1 << 53
@@ -24,7 +25,7 @@ end
 -- The child's share: the kernel over [first, last], in chunks when the
 -- parent wants progress reports.
 local function share(kernel, index, first, last, progress)
-  local t0 = process._now()
+  local t0 = internal.now()
   local sum, c = 0.0, 0.0 -- Kahan: the chunks' sums are added exactly enough
   local step = progress and math.max((last - first + 1) // 50, 10000000) or (last - first + 1)
   local m = first
@@ -37,7 +38,7 @@ local function share(kernel, index, first, last, progress)
     if progress then progress:put({index, n - first + 1}) end
     m = n + 1
   end
-  return sum, process._now() - t0
+  return sum, internal.now() - t0
 end
 
 -- pi.parallel{terms = N, processes = P [, kernel = "leibniz"]
@@ -62,7 +63,7 @@ function pi.parallel(opts)
     error("bad argument #1 to 'parallel' (progress must be a function)", 2)
   end
   local queue = report and assert(process.Queue())
-  local t0 = process._now()
+  local t0 = internal.now()
   local children, ps = {}, {}
   local per, extra = terms // procs, terms % procs
   local first = 1
@@ -117,7 +118,7 @@ function pi.parallel(opts)
   end
   if queue then queue:close() end
   local estimate = 4 * sum
-  return estimate, estimate - math.pi, {wall = process._now() - t0, impl = pi.impl, children = children}
+  return estimate, estimate - math.pi, {wall = internal.now() - t0, impl = pi.impl, children = children}
 end
 
 return pi

@@ -44,11 +44,22 @@ LUAMP_API int luaopen_process_pi(lua_State *L) {
     return 1;
 }
 
+/* require "process.internal": the hooks the runner, specs and benchmarks
+ * use, which are not API; lua/process/init.lua makes the table. */
+LUAMP_API int luaopen_process_internal(lua_State *L) {
+    luaL_requiref(L, "process", luaopen_process, 0);
+    lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    lua_getfield(L, -1, "process.internal");
+    return 1;
+}
+
 LUAMP_API void luamp_openlibs(lua_State *L) {
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
     lua_pushcfunction(L, luaopen_process);
     lua_setfield(L, -2, "process");
     lua_pushcfunction(L, luaopen_process_pi);
     lua_setfield(L, -2, "process.pi");
+    lua_pushcfunction(L, luaopen_process_internal);
+    lua_setfield(L, -2, "process.internal");
     lua_pop(L, 1);
 }

@@ -357,7 +357,9 @@ static int child_main(lua_State *L) {
     lua_getglobal(L, "require");
     lua_pushliteral(L, "process");
     lua_call(L, 1, 1);
-    lua_getfield(L, -1, "_child_main");
+    lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    lua_getfield(L, -1, "process.internal"); /* set by the module */
+    lua_getfield(L, -1, "child_main");
     for (int i = 1; i < argc; i++) lua_pushstring(L, argv[i]);
     lua_call(L, argc - 1, 0); /* returns only in a forkserver at its end */
     lua_pushboolean(L, 1);
