@@ -172,3 +172,38 @@ describe("a child's error", function()
     end)
   end)
 end)
+
+describe("a callable table as target", function()
+  before_each(H.snapshot)
+  after_each(H.check)
+
+  local callable = setmetatable({base = 40}, {__call = function(self, a) return self.base + a end})
+
+  H.each_method(function(ctx, method)
+    if method == "fork" then
+      it("runs under fork, called with its arguments [fork]", function()
+        local p = assert(ctx.Process{target = callable, args = {2}}:start())
+        assert.equal(0, p:join())
+        assert.equal(42, p:result())
+        p:close()
+      end)
+    else
+      it("is refused at start, before any process exists [" .. method .. "]", function()
+        local p = ctx.Process{target = callable, args = {2}}
+        local ok, err = pcall(p.start, p)
+        assert.is_false(ok)
+        assert.equal("target: cannot send a callable table to a " .. method ..
+          " child (metatables are not sent); use a function", err)
+        assert.matches("^" .. here .. ":%d+: target: cannot send a callable table",
+          err_of(function() p:start() end))
+        assert.is_nil(p.pid)
+        -- still startable with a function
+        local q = assert(ctx.Process{target = function(a) return callable.base + a end, args = {2}}:start())
+        q:join()
+        assert.equal(42, q:result())
+        q:close()
+        p:close()
+      end)
+    end
+  end)
+end)

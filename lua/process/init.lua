@@ -334,6 +334,10 @@ function Process:start()
     warn_threads()
     popen, err, ename = core.start("fork", rawget(self, "_daemon"))
   else
+    if type(rawget(self, "_target")) == "table" then
+      error(fmt("target: cannot send a callable table to a %s child (metatables are not " ..
+        "sent); use a function", method), 2)
+    end
     local pl
     pl, err, ename = make_payload(self)
     if not pl then return nil, err, ename end
