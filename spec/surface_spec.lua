@@ -207,3 +207,48 @@ describe("a callable table as target", function()
     end
   end)
 end)
+
+describe("version and help", function()
+  local version = assert(os.getenv("LUAMP_VERSION"), "LUAMP_VERSION (meson's project version) not set")
+
+  it("process._VERSION is 'luamp' and meson's project version", function()
+    assert.equal("luamp " .. version, process._VERSION)
+  end)
+
+  it("luamp --version prints the version and exits 0, running nothing", function()
+    local out, err, code = H.run(H.luamp .. " --version")
+    assert.equal(0, code, err)
+    assert.equal("", err)
+    assert.matches("^luamp " .. version:gsub("%p", "%%%0") .. " %(Lua 5%.4%.%d+%)\n$", out)
+  end)
+
+  it("luamp --help prints the usage on stdout, says process is preloaded, exits 0", function()
+    local out, err, code = H.run(H.luamp .. " --help")
+    assert.equal(0, code, err)
+    assert.equal("", err)
+    assert.matches("^usage: luamp %[options%] %[script %[args%]%]\n", out)
+    assert.truthy(out:find("'process' and 'process.pi' preloaded", 1, true), out)
+    for _, opt in ipairs{"-e stat", "-i", "-l mod", "-v", "-E", "-W", "--help", "--version", "--"} do
+      assert.truthy(out:find("\n  " .. opt .. " ", 1, true), opt)
+    end
+  end)
+
+  it("a bad option still prints the usage on stderr and exits 1", function()
+    local out, err, code = H.run(H.luamp .. " --helpme")
+    assert.equal(1, code)
+    assert.equal("", out)
+    assert.matches("^luamp: unrecognized option '%-%-helpme'\nusage: luamp", err)
+  end)
+
+  it("the man page documents every option --help lists", function()
+    local f = assert(io.open(H.srcdir .. "/doc/luamp.1"))
+    local man = f:read("a")
+    f:close()
+    assert.matches('\n%.TH LUAMP 1 "[^"]+" "luamp @VERSION@"', man)
+    local out = H.run(H.luamp .. " --help")
+    for opt in out:gmatch("\n  (%-%-?%a+)") do
+      local roff = "\n.B" .. (opt:match("^%-[el]$") and "I" or "") .. " " .. opt:gsub("%-", "\\-")
+      assert.truthy(man:find(roff, 1, true), opt .. " not in doc/luamp.1")
+    end
+  end)
+end)

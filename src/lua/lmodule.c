@@ -35,6 +35,9 @@ static void run_embedded(lua_State *L, const char *name) {
 LUAMP_API int luaopen_process(lua_State *L) {
     lmp_open_core(L);
     run_embedded(L, "process");
+    /* meson.build checks that LUAMP_VERSION is the project's version */
+    lua_pushliteral(L, "luamp " LUAMP_VERSION);
+    lua_setfield(L, -2, "_VERSION");
     return 1;
 }
 

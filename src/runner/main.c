@@ -8,6 +8,8 @@
  *     -v        show version information
  *     -E        ignore environment variables (LUA_INIT, LUA_PATH, ...)
  *     -W        turn warnings on
+ *     --help    show the usage and exit
+ *     --version show version information and exit
  *     --        stop handling options
  *     -         stop handling options and execute stdin
  *
@@ -31,13 +33,11 @@
 static const char *progname = "luamp";
 static lua_State *globalL;
 
-static void print_usage(const char *badoption) {
-    if (badoption[1] == 'e' || badoption[1] == 'l')
-        fprintf(stderr, "%s: '%s' needs argument\n", progname, badoption);
-    else
-        fprintf(stderr, "%s: unrecognized option '%s'\n", progname, badoption);
-    fprintf(stderr,
+static void usage(FILE *f) {
+    fprintf(f,
             "usage: %s [options] [script [args]]\n"
+            "Runs Lua 5.4 scripts with the modules 'process' and 'process.pi' preloaded\n"
+            "(require them from any directory; no LUA_PATH or LUA_CPATH needed).\n"
             "Available options are:\n"
             "  -e stat   execute string 'stat'\n"
             "  -i        enter interactive mode after executing 'script'\n"
@@ -46,9 +46,20 @@ static void print_usage(const char *badoption) {
             "  -v        show version information\n"
             "  -E        ignore environment variables\n"
             "  -W        turn warnings on\n"
+            "  --help    show this help and exit\n"
+            "  --version show version information and exit\n"
             "  --        stop handling options\n"
-            "  -         stop handling options and execute stdin\n",
+            "  -         stop handling options and execute stdin\n"
+            "See luamp(1).\n",
             progname);
+}
+
+static void print_usage(const char *badoption) {
+    if (badoption[1] == 'e' || badoption[1] == 'l')
+        fprintf(stderr, "%s: '%s' needs argument\n", progname, badoption);
+    else
+        fprintf(stderr, "%s: unrecognized option '%s'\n", progname, badoption);
+    usage(stderr);
 }
 
 static void l_message(const char *msg) {
@@ -367,6 +378,15 @@ static int child_main(lua_State *L) {
 }
 
 int main(int argc, char **argv) {
+    /* --help and --version, as GNU tools have them (first), before a state */
+    if (argc >= 2 && strcmp(argv[1], "--help") == 0) {
+        usage(stdout);
+        return fflush(stdout) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    }
+    if (argc >= 2 && strcmp(argv[1], "--version") == 0) {
+        print_version();
+        return EXIT_SUCCESS;
+    }
     lua_State *L = luaL_newstate();
     if (L == NULL) {
         l_message("cannot create state: not enough memory");
