@@ -19,6 +19,12 @@ mod=$(dirname "$(find "$d" -name process.so | head -n 1)")
 check "luamp.pc, luamp.h, libluamp.so, process.so and the runner installed" \
   test -n "$pc" -a -n "$(find "$d" -name luamp.h)" -a -f "$lib/libluamp.so" -a -f "$mod/process.so" \
        -a -n "$(find "$d" -path '*/bin/luamp')"
+docdir=$(dirname "$(find "$d" -path '*/share/doc/luamp/API.md' | head -n 1)")
+check "the API reference, README, CHANGELOG and LICENSE in PREFIX/share/doc/luamp" \
+  test -f "$docdir/API.md" -a -f "$docdir/README.md" -a -f "$docdir/CHANGELOG.md" -a -f "$docdir/LICENSE"
+man=$(find "$d" -path '*/share/man/man1/luamp.1' | head -n 1)
+check "the luamp(1) man page, with the version filled in" \
+  sh -c "test -n '$man' && grep -q '^\.TH LUAMP 1 .*\"luamp [0-9][0-9.]*\"' '$man'"
 check "process.so lands in PREFIX/lib/lua/5.4" sh -c "echo '$mod' | grep -q '/lib/lua/5.4\$'"
 # the .pc file is relocatable (meson's pkgconfig.relocatable): used where it
 # was staged, it names the staged include and lib directories.  (Not with
