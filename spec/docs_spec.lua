@@ -89,3 +89,58 @@ describe("LICENSE and CHANGELOG.md", function()
     assert.truthy(text:find("\n## [" .. version .. "] - ", 1, true))
   end)
 end)
+
+describe("the README's Quick start", function()
+  -- the install line: the first line of the Quick start's code block
+  local readme = docs["README.md"]
+  local block = assert(readme:match("\n## Quick start\n.-\n```sh\n(.-)\n```"), "no Quick start block")
+  local line = assert(block:match("^[^\n]*apt%-get install[^\n]*"), "no apt-get install line")
+  local packages = {}
+  for p in line:match("install(.*)$"):gmatch("%S+") do
+    if p:sub(1, 1) ~= "-" then packages[#packages + 1] = p end
+  end
+
+  -- Run the line with only fake id, apt-get and (when given) sudo on PATH;
+  -- returns the exit code and what the fakes were called with.
+  local function run_as(uid, with_sudo)
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert(require("lfs").mkdir(dir))
+    local function fake(name, body)
+      local f = assert(io.open(dir .. "/" .. name, "w"))
+      f:write("#!/bin/sh\n", body, "\n")
+      f:close()
+      os.execute("chmod +x " .. H.q(dir .. "/" .. name))
+    end
+    fake("id", "echo " .. uid)
+    fake("apt-get", "echo \"apt-get $*\" >> " .. H.q(dir .. "/log"))
+    if with_sudo then fake("sudo", "echo \"sudo\" >> " .. H.q(dir .. "/log") .. "; exec \"$@\"") end
+    local _, _, code = H.run("PATH=" .. H.q(dir) .. " /bin/sh -c " .. H.q(line))
+    local f = io.open(dir .. "/log")
+    local log = f and f:read("a") or ""
+    if f then f:close() end
+    os.execute("rm -rf " .. H.q(dir))
+    return code, log
+  end
+
+  it("works for root on a box without sudo", function()
+    local code, log = run_as(0, false)
+    assert.equal(0, code, line)
+    assert.matches("^apt%-get install", log)
+  end)
+
+  it("goes through sudo for a user", function()
+    local code, log = run_as(1000, true)
+    assert.equal(0, code, line)
+    assert.matches("^sudo\napt%-get install", log)
+  end)
+
+  it("installs what building and testing need", function()
+    local have = {}
+    for _, p in ipairs(packages) do have[p] = true end
+    for _, need in ipairs{"gcc", "pkg-config", "meson", "ninja-build", "lua5.4", "liblua5.4-dev",
+                          "lua-busted", "lua-cjson"} do
+      assert.truthy(have[need], need .. " missing from: " .. line)
+    end
+  end)
+end)
