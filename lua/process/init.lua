@@ -615,7 +615,7 @@ function bootstrap(self, parent_name)
   state.counter = 0
   rawset(self, "_is_current", true)
   rawset(self, "_started", true)
-  os.exit = child_exit
+  os.exit = child_exit -- luacheck: ignore 122 (the child's own os.exit)
   finish(self, core.call(handler, self.run, self))
 end
 
