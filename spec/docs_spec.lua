@@ -42,7 +42,9 @@ end
 
 describe("README.md and doc/API.md", function()
   it("document every public member of the process module", function()
-    check_names(keys(process), function(k)
+    -- internal names (process.internal's business) are the surface spec's
+    local public = keys(process, function(k) return k:sub(1, 1) ~= "_" or k == "_VERSION" end)
+    check_names(public, function(k)
       return { "process." .. k .. "(", "process." .. k .. "{", "process." .. k .. "`",
                "process." .. k .. " " }
     end)
@@ -68,7 +70,8 @@ describe("README.md and doc/API.md", function()
   end)
 
   it("document every member of process.pi", function()
-    check_names(keys((require "process.pi")), function(k) return { "pi." .. k } end)
+    check_names(keys((require "process.pi"), function(k) return k:sub(1, 1) ~= "_" end),
+      function(k) return { "pi." .. k } end)
   end)
 end)
 
