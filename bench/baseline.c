@@ -10,6 +10,11 @@
  *   baseline pipecopy MB       copy MB megabytes from a child through a pipe: MB/s
  *   baseline spawnlua N LUA    posix_spawn of `LUA -e ''` + waitpid: us per round trip
  *   baseline leibniz N         the naive loop over N terms of the pi series: terms/s
+ *   baseline mutexpair N       lock + unlock of a robust process-shared pthread mutex
+ *                              in shared memory, uncontended: ns per pair
+ *   baseline futexwake N       a child sleeps in FUTEX_WAIT; the parent bumps the word
+ *                              and FUTEX_WAKEs it: us from the wake to the child
+ *                              running (N samples, median)
  *
  * Each prints one number (the median of its samples where it takes
  * several).  Uses only libc: this is the floor, not luamp.
@@ -20,6 +25,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -175,6 +184,63 @@ static void leibniz(long long n) {
     printf("%.4g\n", (double)n / dt);
 }
 
+static void mutexpair(long long n) {
+    pthread_mutex_t *m = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    pthread_mutexattr_t a;
+    pthread_mutexattr_init(&a);
+    pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+    pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+    pthread_mutex_init(m, &a);
+    double v[7];
+    for (int r = 0; r < 7; r++) {
+        double t = now();
+        for (long long i = 0; i < n; i++) {
+            pthread_mutex_lock(m);
+            pthread_mutex_unlock(m);
+        }
+        v[r] = (now() - t) * 1e9 / (double)n;
+    }
+    printf("%.2f\n", median(v, 7));
+}
+
+struct wake {
+    atomic_uint go, ack;
+    double t0, lat;
+};
+
+static void fwait(atomic_uint *w, unsigned seen) {
+    while (atomic_load(w) == seen) syscall(SYS_futex, w, FUTEX_WAIT, seen, NULL, NULL, 0);
+}
+
+static void fwake(atomic_uint *w) {
+    atomic_fetch_add(w, 1);
+    syscall(SYS_futex, w, FUTEX_WAKE, 1, NULL, NULL, 0);
+}
+
+static void futexwake(int n) {
+    struct wake *w = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    double *v = malloc(sizeof *v * (size_t)n);
+    pid_t p = fork();
+    if (p == 0) {
+        for (int i = 0; i < n; i++) {
+            fwait(&w->go, (unsigned)i);
+            w->lat = now() - w->t0;
+            fwake(&w->ack);
+        }
+        _exit(0);
+    }
+    for (int i = 0; i < n; i++) {
+        struct timespec ts = {0, 200000}; /* let the child fall asleep */
+        nanosleep(&ts, NULL);
+        w->t0 = now();
+        fwake(&w->go);
+        fwait(&w->ack, (unsigned)i);
+        v[i] = w->lat * 1e6;
+    }
+    waitpid(p, NULL, 0);
+    printf("%.2f\n", median(v, n));
+}
+
 int main(int argc, char **argv) {
     if (argc < 3) {
         fprintf(stderr, "usage: baseline MODE N [ARG]\n");
@@ -189,6 +255,8 @@ int main(int argc, char **argv) {
     else if (strcmp(m, "pipecopy") == 0) pipecopy((int)n);
     else if (strcmp(m, "spawnlua") == 0 && argc > 3) spawnlua((int)n, argv[3]);
     else if (strcmp(m, "leibniz") == 0) leibniz(n);
+    else if (strcmp(m, "mutexpair") == 0) mutexpair(n);
+    else if (strcmp(m, "futexwake") == 0) futexwake((int)n);
     else return 2;
     return 0;
 }

@@ -111,6 +111,40 @@ def pi(n):
     return n / (time.perf_counter() - t)
 
 
+def lockpair(n):
+    lock = mp.Lock()
+    v = []
+    for _ in range(5):
+        t = time.perf_counter()
+        for _ in range(n):
+            lock.acquire()
+            lock.release()
+        v.append((time.perf_counter() - t) * 1e9 / n)
+    return statistics.median(v)
+
+
+def _adder(v, n, b, out, i):
+    b.wait()
+    t = time.perf_counter()
+    for _ in range(n):
+        with v.get_lock():
+            v.value += 1
+    out[i] = time.perf_counter() - t
+
+
+def valueadd(n):
+    """Two processes each add 1 n times under the Value's lock: adds/s."""
+    ctx = mp.get_context("fork")
+    v, b, out = ctx.Value("q", 0), ctx.Barrier(2), ctx.Array("d", 2)
+    ps = [ctx.Process(target=_adder, args=(v, n, b, out, i)) for i in range(2)]
+    for p in ps:
+        p.start()
+    for p in ps:
+        p.join()
+    assert v.value == 2 * n
+    return 2 * n / max(out[:])
+
+
 if __name__ == "__main__":
     mode = sys.argv[1]
     a = sys.argv[2:]
@@ -122,6 +156,10 @@ if __name__ == "__main__":
         print(f"{firstof8(int(a[0])):.2f}")
     elif mode == "idle":
         print(idle(a[0]))
+    elif mode == "lockpair":
+        print(f"{lockpair(int(a[0])):.2f}")
+    elif mode == "valueadd":
+        print(f"{valueadd(int(a[0])):.4g}")
     elif mode == "pi":
         print(f"{pi(int(a[0])):.4g}")
     else:

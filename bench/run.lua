@@ -332,6 +332,94 @@ if want("pipe") then
 end
 
 ------------------------------------------------------------------------
+-- Synchronisation: a lock pair, atomic adds, Event wake-up
+------------------------------------------------------------------------
+local function lock_pair(n)
+  local l = process.Lock()
+  local t = now()
+  for _ = 1, n do
+    l:acquire()
+    l:release()
+  end
+  return (now() - t) * 1e9 / n
+end
+
+-- Two processes, started together by a Barrier, each add 1 n times:
+-- adds per second over the slower of the two.
+local function value_adds(n)
+  local v, b = process.Value("int64", 0), process.Barrier(2)
+  local function adder()
+    b:wait()
+    local t = now()
+    for _ = 1, n do v:add(1) end
+    return now() - t
+  end
+  local ps = {}
+  for i = 1, 2 do ps[i] = process.Process{target = adder}; ps[i]:start() end
+  local slow = 0
+  for i = 1, 2 do
+    ps[i]:join()
+    slow = math.max(slow, (ps[i]:result()))
+    ps[i]:close()
+  end
+  assert(v.value == 2 * n)
+  return 2 * n / slow
+end
+
+-- Event:set in this process until wait returns in a child (it has fallen
+-- asleep: 200 us pass first), median in us; measured in the child.
+local function event_wake(n)
+  local go, ack, t0 = process.Event(), process.Event(), process.Value("double", 0)
+  local p = process.Process{target = function()
+    local v = {}
+    for i = 1, n do
+      go:wait()
+      v[i] = (now() - t0.value) * 1e6
+      go:clear()
+      ack:set()
+    end
+    return median(v)
+  end}
+  p:start()
+  for _ = 1, n do
+    process.sleep(0.0002)
+    t0.value = now()
+    go:set()
+    ack:wait()
+    ack:clear()
+  end
+  p:join()
+  local r = p:result()
+  p:close()
+  return r
+end
+
+if want("sync") then
+  local n = scale(2000000)
+  local l, c = side_by_side(5, function() return lock_pair(n) end, "mutexpair " .. n)
+  row("sync", "Lock acquire+release pair, uncontended", l, "ns", c, "C robust pshared pthread mutex", l / c, "<= 3x C")
+  if python then
+    local py = num(python .. " lockpair " .. scale(1000000))
+    row("sync", "Python multiprocessing.Lock pair (for comparison)", py, "ns", c,
+      "C robust pshared pthread mutex", py / c, "")
+  end
+  local adds = {}
+  for r = 1, 3 do adds[r] = value_adds(scale(1000000)) end
+  local a = median(adds)
+  local pa
+  if python then
+    local pv = {}
+    for r = 1, 3 do pv[r] = num(python .. " valueadd " .. scale(1000000)) end
+    pa = median(pv)
+  end
+  row("sync", "2 processes x 1e6 Value:add(1)", a, "adds/s", pa, "Python with v.get_lock(): v.value += 1",
+    pa and a / pa, "")
+  local m = scale(2000)
+  local e, f = side_by_side(3, function() return event_wake(m) end, "futexwake " .. m)
+  row("sync", "Event set -> wait returns in another process", e, "us", f, "C futex wake", e / f, "<= 2x C")
+end
+
+------------------------------------------------------------------------
 -- pi kernel
 ------------------------------------------------------------------------
 if want("pi") then

@@ -46,7 +46,7 @@ describe("README.md and doc/API.md", function()
     local public = keys(process, function(k) return k:sub(1, 1) ~= "_" or k == "_VERSION" end)
     check_names(public, function(k)
       return { "process." .. k .. "(", "process." .. k .. "{", "process." .. k .. "`",
-               "process." .. k .. " " }
+               "process." .. k .. " ", "`" .. k .. "(", "`" .. k .. "`" }
     end)
   end)
 

@@ -92,6 +92,17 @@ local examples = {
       assert.is_true(math.abs(tonumber(est) - math.pi) < 1.1e-9)
     end
   end,
+  ["sync.lua"] = function(out)
+    local l = lines(out)
+    assert.equal(9, #l)
+    assert.same({"worker 1 done", "worker 2 done", "worker 3 done", "worker 4 done"},
+      sorted{l[1], l[2], l[3], l[4]})
+    assert.equal("atomic add: 80000 of 80000", l[5])
+    assert.matches("^read then write: %d+ lost$", l[6])
+    assert.equal("read then write under get_lock(): 0 lost", l[7])
+    assert.equal("after the holder was killed:\tnil\tlock owner died\tEOWNERDEAD", l[8])
+    assert.equal("and then:\ttrue", l[9])
+  end,
   ["pi_series.lua"] = function(out)
     -- partial sums printed by every process; the shares add up to pi
     local total = {}

@@ -89,6 +89,29 @@ describe("process.pi", function()
     assert.is_true(math.abs(est - math.pi) < 1e-7)
   end)
 
+  it("the native kernel publishes its progress in a shared Array (luamp_shared_get)", function()
+    local arr = process.Array("int64", 3, {lock = false})
+    local s = pi.leibniz(1, 3e7, arr, 2)
+    assert.same({0, 30000000, 0}, arr:totable())
+    assert.is_true(math.abs(4 * s - 4 * pi.leibniz(1, 3e7)) < 1e-14)
+    -- from a child, seen by the parent while it runs
+    local p = process.Process{target = pi.leibniz, args = {1, 4e8, arr, 1}}
+    p:start()
+    p:join()
+    assert.equal(4e8, arr[1])
+    assert.has_error(function() pi.leibniz(1, 10, {}, 1) end)
+    assert.has_error(function() pi.leibniz(1, 10, process.Array("double", 1), 1) end)
+    assert.has_error(function() pi.leibniz(1, 10, arr, 4) end)
+  end)
+
+  it("reports progress from a Lua kernel's children", function()
+    local last
+    local est = pi.parallel{terms = 2e7, processes = 2, kernel = function(m, n) return pi.leibniz(m, n) end,
+      progress = function(done, total) last = {done, total} end}
+    assert.same({2e7, 2e7}, last)
+    assert.is_true(math.abs(est - math.pi) < 1e-6)
+  end)
+
   it("raises on bad options", function()
     assert.has_error(function() pi.parallel(5) end, "bad argument #1 to 'parallel' (table expected, got number)")
     assert.has_error(function() pi.parallel{terms = 0} end,

@@ -128,6 +128,27 @@ LUAMP_API int luamp_runtime_exitstatus(luamp_runtime *rt);
  * joined), then free everything.  NULL is a no-op. */
 LUAMP_API void luamp_runtime_close(luamp_runtime *rt);
 
+/* ---- shared memory: process.Value and process.Array from C ------------ */
+
+/* Element types of a Value's or an Array's memory. */
+#define LUAMP_SHARED_INT64 1  /* int64_t */
+#define LUAMP_SHARED_INT32 2  /* int32_t */
+#define LUAMP_SHARED_UINT8 3  /* uint8_t */
+#define LUAMP_SHARED_DOUBLE 4 /* double */
+
+/* [-0, +0, -]  If the value at idx is a process.Value or process.Array,
+ * return 1 and its memory: *data (8-byte aligned), *type (LUAMP_SHARED_*)
+ * and *n (elements: 1 for a Value); any pointer may be NULL.  Else 0.
+ * The memory is shared with every process the object reached (passed in
+ * args, or inherited through fork), so a C target, e.g. a kernel given an
+ * Array among its arguments, publishes progress or partial results there
+ * without messages.  Element i of an Array is data[i - 1] in Lua's terms.
+ * Concurrent access must be atomic: __atomic_store_n / __atomic_add_fetch
+ * (or C11 atomics) on naturally aligned elements, as the Lua side uses.
+ * (transfer none: valid while the object is alive in this state; do not
+ * free or unmap it.) */
+LUAMP_API int luamp_shared_get(lua_State *L, int idx, void **data, int *type, size_t *n);
+
 /* ---- errors and version ------------------------------------------------ */
 
 /* A message for a code returned above (negative errno or LUAMP_E*).

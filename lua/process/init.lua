@@ -777,6 +777,13 @@ end
 M.Pipe = core.Pipe
 M.Queue = core.Queue
 
+-- Synchronisation and shared memory (src/lua/lsync.c), JoinableQueue
+-- (src/lua/lqueue.c), process.sleep; contexts reach them through __index.
+for _, name in ipairs { "Lock", "RLock", "Semaphore", "BoundedSemaphore", "Event", "Condition",
+  "Barrier", "Value", "Array", "JoinableQueue", "sleep" } do
+  M[name] = core[name]
+end
+
 function M.get_start_method() return state.method or AVAILABLE[1] end
 
 function M.get_all_start_methods()

@@ -22,12 +22,16 @@ local function check_count(v, name, max)
   return n
 end
 
--- The child's share: the kernel over [first, last], in chunks when the
--- parent wants progress reports.
+-- The child's share: the kernel over [first, last].  With progress (an
+-- int64 process.Array shared with the parent), progress[index] counts the
+-- terms done: the native kernel stores it from C (luamp_shared_get), a
+-- Lua kernel is called in chunks here.
 local function share(kernel, index, first, last, progress)
   local t0 = internal.now()
+  if not progress then return kernel(first, last), internal.now() - t0 end
+  if kernel == pi.leibniz then return kernel(first, last, progress, index), internal.now() - t0 end
   local sum, c = 0.0, 0.0 -- Kahan: the chunks' sums are added exactly enough
-  local step = progress and math.max((last - first + 1) // 50, 10000000) or (last - first + 1)
+  local step = math.max((last - first + 1) // 50, 10000000)
   local m = first
   while m <= last do
     local n = math.min(m + step - 1, last)
@@ -35,7 +39,7 @@ local function share(kernel, index, first, last, progress)
     local t = sum + y
     c = (t - sum) - y
     sum = t
-    if progress then progress:put({index, n - first + 1}) end
+    progress[index] = n - first + 1
     m = n + 1
   end
   return sum, internal.now() - t0
@@ -62,7 +66,7 @@ function pi.parallel(opts)
   if report ~= nil and type(report) ~= "function" then
     error("bad argument #1 to 'parallel' (progress must be a function)", 2)
   end
-  local queue = report and assert(process.Queue())
+  local progress = report and assert(process.Array("int64", procs, {lock = false}))
   local t0 = internal.now()
   local children, ps = {}, {}
   local per, extra = terms // procs, terms % procs
@@ -70,7 +74,7 @@ function pi.parallel(opts)
   for i = 1, procs do
     local last = first + per - 1 + (i <= extra and 1 or 0)
     children[i] = {first = first, last = last}
-    ps[i] = process.Process{target = share, args = {kernel, i, first, last, queue},
+    ps[i] = process.Process{target = share, args = {kernel, i, first, last, progress},
       name = fmt("pi-%d", i)}
     local ok, err, ename = ps[i]:start()
     if not ok then
@@ -81,24 +85,21 @@ function pi.parallel(opts)
     first = last + 1
   end
   if report then
-    local done, total = {}, 0
-    for i = 1, procs do done[i] = 0 end
     local pending = {}
     for i = 1, procs do pending[i] = ps[i] end
+    local function tell()
+      local done, total = progress:totable(), 0
+      for i = 1, procs do total = total + done[i] end
+      report(total, terms, done)
+    end
     while #pending > 0 do
-      -- wake at least every 0.1 s to report, and as soon as a child ends
+      -- report at least every 0.1 s, and as soon as a child ends
       for _, p in ipairs(process.wait(pending, 0.1)) do
         for j = #pending, 1, -1 do
           if pending[j] == p then table.remove(pending, j) end
         end
       end
-      while true do
-        local msg = queue:get(0)
-        if msg == nil then break end
-        total = total + msg[2] - done[msg[1]]
-        done[msg[1]] = msg[2]
-      end
-      report(total, terms, done)
+      tell()
     end
   end
   local sum, c = 0.0, 0.0
@@ -116,7 +117,6 @@ function pi.parallel(opts)
     sum = t
     p:close()
   end
-  if queue then queue:close() end
   local estimate = 4 * sum
   return estimate, estimate - math.pi, {wall = internal.now() - t0, impl = pi.impl, children = children}
 end

@@ -47,7 +47,7 @@
 #include <unistd.h>
 
 #define QMAGIC 0x51504d4cu /* "LMPQ" */
-#define QVERSION 1u
+#define QVERSION 2u
 #define HDR_SIZE 4096u     /* one page; struct qshared is far smaller */
 #define SLACK (1u << 20)   /* consumed spool bytes kept before release */
 #define PAGE 4096u         /* granularity of hole punching */
@@ -59,6 +59,7 @@ struct qstate {
     uint64_t tail;    /* spool offset where the next message goes */
     uint64_t count;   /* messages between head and tail */
     uint64_t punched; /* [0, punched) already given back; page aligned */
+    uint64_t unfinished; /* puts not yet matched by a task_done */
 };
 
 struct qshared {
@@ -73,6 +74,8 @@ struct qshared {
     atomic_uint cons_waiting;    /* sleepers on put_seq (may be high) */
     atomic_uint prod_waiting;    /* sleepers on get_seq (may be high) */
     atomic_long nmsg;            /* snapshot of count for empty/size */
+    atomic_uint done_seq;        /* futex: bumped when unfinished hits 0 */
+    atomic_uint join_waiting;    /* sleepers on done_seq (may be high) */
 };
 
 _Static_assert(sizeof(struct qshared) <= HDR_SIZE, "header fits a page");
@@ -135,8 +138,10 @@ static void futex_wake_all(atomic_uint *word) {
 static void wake_everyone(struct qshared *sh) {
     atomic_fetch_add(&sh->put_seq, 1);
     atomic_fetch_add(&sh->get_seq, 1);
+    atomic_fetch_add(&sh->done_seq, 1);
     futex_wake_all(&sh->put_seq);
     futex_wake_all(&sh->get_seq);
+    futex_wake_all(&sh->done_seq);
 }
 
 /* Take the lock, giving up at the deadline (NULL: never).  When the
@@ -144,6 +149,16 @@ static void wake_everyone(struct qshared *sh) {
  * file comment): refresh the size snapshot and wake everyone, since the
  * dead owner may have bumped a counter and died before waking. */
 static int qlock(struct qshared *sh, const struct timespec *dl) {
+    struct timespec grace; /* see queue.h: a busy lock is not a full queue */
+    if (dl) {
+        grace = *dl; /* + 0.1 s */
+        grace.tv_nsec += 100000000L;
+        if (grace.tv_nsec >= 1000000000L) {
+            grace.tv_sec++;
+            grace.tv_nsec -= 1000000000L;
+        }
+        dl = &grace;
+    }
     int rc = dl ? pthread_mutex_clocklock(&sh->lock, CLOCK_MONOTONIC, dl)
                 : pthread_mutex_lock(&sh->lock);
     if (rc == EOWNERDEAD) {
@@ -261,6 +276,7 @@ int lmp_queue_put(lmp_queue *q, const void *p, size_t n, double timeout) {
     if (lmp_queue_test_hook) lmp_queue_test_hook(LMP_QHOOK_PUT_WRITTEN);
     s.tail += LENSZ + n;
     s.count++;
+    s.unfinished++;
     atomic_fetch_add(&sh->put_seq, 1);
     if (atomic_load(&sh->cons_waiting)) futex_wake_all(&sh->put_seq);
     commit(sh, &s);
@@ -344,6 +360,43 @@ int lmp_queue_get(lmp_queue *q, lmp_buf *out, double timeout) {
     if (shrink) (void)ftruncate(q->sfd, 0);
     qunlock(sh);
     out->len += (size_t)len;
+    return 0;
+}
+
+int lmp_queue_full(lmp_queue *q) {
+    return q->sh->maxsize && (uint64_t)atomic_load(&q->sh->nmsg) >= q->sh->maxsize;
+}
+
+int lmp_queue_task_done(lmp_queue *q) {
+    struct qshared *sh = q->sh;
+    int rc = qlock(sh, NULL);
+    if (rc) return rc;
+    struct qstate s = live(sh);
+    if (s.unfinished == 0) {
+        qunlock(sh);
+        return -EOVERFLOW;
+    }
+    s.unfinished--;
+    if (s.unfinished == 0) {
+        atomic_fetch_add(&sh->done_seq, 1);
+        if (atomic_load(&sh->join_waiting)) futex_wake_all(&sh->done_seq);
+    }
+    commit(sh, &s);
+    qunlock(sh);
+    return 0;
+}
+
+int lmp_queue_join(lmp_queue *q, double timeout) {
+    struct qshared *sh = q->sh;
+    struct timespec ts;
+    const struct timespec *dl = deadline(timeout, &ts);
+    int rc = qlock(sh, dl);
+    if (rc) return rc;
+    while (live(sh).unfinished > 0) {
+        rc = wait_change(sh, &sh->done_seq, &sh->join_waiting, dl);
+        if (rc) return rc;
+    }
+    qunlock(sh);
     return 0;
 }
 

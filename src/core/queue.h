@@ -24,7 +24,12 @@
  *    waiting leaves nothing behind but a waiter count that is one too high,
  *    which only costs later wakers a spurious FUTEX_WAKE.
  *  - Timeouts are seconds on CLOCK_MONOTONIC and also bound the wait for
- *    the lock; a call never reports a timeout before it has elapsed.
+ *    the lock, with 0.1 s of grace (so a put or get with timeout 0 is not
+ *    refused because another process held the lock for a microsecond);
+ *    a call never reports a timeout before it has elapsed.
+ *  - Task accounting for JoinableQueue: every put counts one unfinished
+ *    task in the same commit as the message (a producer killed mid-put
+ *    leaves neither), lmp_queue_task_done and lmp_queue_join settle them.
  *  - Descriptors are O_CLOEXEC; exec does not leak them unless passed on.
  *
  * Not guaranteed: a process blocked in SIGSTOP while holding the lock
@@ -74,6 +79,18 @@ int lmp_queue_empty(lmp_queue *q);
 
 /* Number of messages queued; a lock-free snapshot as for lmp_queue_empty. */
 long lmp_queue_size(lmp_queue *q);
+
+/* 1 if a bounded queue holds maxsize messages (lock-free snapshot). */
+int lmp_queue_full(lmp_queue *q);
+
+/* One task taken from the queue is done.  Returns 0; -EOVERFLOW when no
+ * put is left unfinished (Python's "task_done() called too many times");
+ * -errno from the lock. */
+int lmp_queue_task_done(lmp_queue *q);
+
+/* Wait until every message ever put has been matched by a task_done, at
+ * most timeout seconds.  Returns 0, -ETIMEDOUT, -errno. */
+int lmp_queue_join(lmp_queue *q, double timeout);
 
 /* Mark this handle closed (Lua's Queue:close()): later puts and gets on it
  * return -EPIPE.  Other handles, in this or other processes, and messages

@@ -18,4 +18,10 @@ void lmp_conn_push(lua_State *L, int fd, int readable, int writable);
 int lmp_queue_fds_of(lua_State *L, int idx, int fds[2]);
 int lmp_queue_push(lua_State *L, int header_fd, int spool_fd); /* 0 or -errno, pushes on 0 */
 
+/* JoinableQueue (lqueue.c): the constructor; whether the Queue at idx is
+ * one; lmp_queue_push making one when joinable. */
+int lmp_open_joinable_queue(lua_State *L);
+int lmp_queue_joinable_of(lua_State *L, int idx);
+int lmp_queue_push_joinable(lua_State *L, int header_fd, int spool_fd, int joinable);
+
 #endif

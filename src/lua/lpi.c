@@ -14,6 +14,7 @@
 
 #include "kernels/leibniz.h"
 #include "lauxlib.h"
+#include "luamp.h"
 
 /* Argument arg as a term index: an integer, or a float with an exact
  * integer value (1e9 is a float in Lua).  Integral floats beyond the
@@ -29,14 +30,48 @@ static lua_Integer check_index(lua_State *L, int arg) {
     return x < 0 ? LUA_MININTEGER : LUA_MAXINTEGER;
 }
 
-/* pi.leibniz(m, n) -> sum of (-1)^(k+1) / (2k - 1) for k = m..n */
+/* The sum in about 50 chunks (at least 1e7 terms each), storing the
+ * number of terms done after each in *cell, which a process.Array shares
+ * with the parent (luamp_shared_get): progress without messages.  The
+ * chunks' sums are added with Kahan's compensation. */
+static double leibniz_reporting(uint64_t m, uint64_t n, int64_t *cell) {
+    uint64_t total = n - m + 1, step = total / 50;
+    if (step < 10000000) step = 10000000;
+    double sum = 0.0, c = 0.0;
+    for (uint64_t k = m; k <= n; k += step) {
+        uint64_t last = n - k < step ? n : k + step - 1;
+        double y = lmp_leibniz(k, last) - c;
+        double t = sum + y;
+        c = (t - sum) - y;
+        sum = t;
+        __atomic_store_n(cell, (int64_t)(last - m + 1), __ATOMIC_RELEASE);
+        if (last == n) break;
+    }
+    return sum;
+}
+
+/* pi.leibniz(m, n [, progress, i]) -> sum of (-1)^(k+1) / (2k - 1) for
+ * k = m..n; with an int64 process.Array progress, progress[i] counts the
+ * terms done as the sum goes. */
 static int pi_leibniz(lua_State *L) {
     lua_Integer m = check_index(L, 1);
     lua_Integer n = check_index(L, 2);
     luaL_argcheck(L, m >= 1, 1, "m must be >= 1");
     luaL_argcheck(L, n >= m, 2, "n must be >= m");
     luaL_argcheck(L, (lua_Unsigned)n <= LMP_LEIBNIZ_MAX, 2, "n must be <= 2^53");
-    lua_pushnumber(L, (lua_Number)lmp_leibniz((uint64_t)m, (uint64_t)n));
+    if (lua_isnoneornil(L, 3)) {
+        lua_pushnumber(L, (lua_Number)lmp_leibniz((uint64_t)m, (uint64_t)n));
+        return 1;
+    }
+    void *data;
+    int type;
+    size_t cells;
+    if (!luamp_shared_get(L, 3, &data, &type, &cells) || type != LUAMP_SHARED_INT64)
+        return luaL_typeerror(L, 3, "int64 process.Array");
+    lua_Integer i = luaL_checkinteger(L, 4);
+    luaL_argcheck(L, i >= 1 && (lua_Unsigned)i <= cells, 4, "index out of range");
+    int64_t *cell = (int64_t *)data + (i - 1);
+    lua_pushnumber(L, (lua_Number)leibniz_reporting((uint64_t)m, (uint64_t)n, cell));
     return 1;
 }
 

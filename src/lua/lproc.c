@@ -28,6 +28,7 @@
 #include "lauxlib.h"
 #include "lcodec.h"
 #include "lconn.h"
+#include "lsync.h"
 #include "start/method.h"
 
 #define POPEN "process.Popen"
@@ -399,6 +400,7 @@ static const luaL_Reg core_funcs[] = {
     {"signame", core_signame},     {"have_pidfd", core_have_pidfd},
     {"send_result", core_send_result}, {"Pipe", lmp_open_pipe},
     {"Queue", lmp_open_queue},
+    {"JoinableQueue", lmp_open_joinable_queue},
     {NULL, NULL}};
 
 static int reg_gc(lua_State *L) {
@@ -436,6 +438,7 @@ int lmp_open_core(lua_State *L) {
     lua_insert(L, -2);
     luaL_setfuncs(L, core_funcs, 1);
     luaL_setfuncs(L, lmp_spawn_funcs, 0);
+    lmp_open_sync(L); /* Lock, Event, Value, ..., sleep */
     lua_pushinteger(L, SIGTERM);
     lua_setfield(L, -2, "SIGTERM");
     lua_pushinteger(L, SIGKILL);

@@ -35,6 +35,7 @@
 #include "lcodec.h"
 #include "lconn.h"
 #include "lproc.h"
+#include "lsync.h"
 #include "start/exec.h"
 #include "start/forkserver.h"
 
@@ -104,13 +105,19 @@ static int enc_udata(lua_State *L, int idx, void *ud) {
         return 1;
     }
     if (lmp_queue_fds_of(L, idx, q)) {
-        lua_createtable(L, 3, 0);
+        lua_createtable(L, 4, 0);
+        lua_pushboolean(L, lmp_queue_joinable_of(L, idx));
+        lua_rawseti(L, -2, 4);
         lua_pushliteral(L, "Queue");
         lua_rawseti(L, -2, 1);
         lua_pushinteger(L, add_fd(L, p, q[0]));
         lua_rawseti(L, -2, 2);
         lua_pushinteger(L, add_fd(L, p, q[1]));
         lua_rawseti(L, -2, 3);
+        return 1;
+    }
+    if (lmp_sync_fd_of(L, idx, &fd)) { /* locks, events, shared values... */
+        lmp_sync_standin(L, idx, add_fd(L, p, fd));
         return 1;
     }
     return 0;
@@ -292,10 +299,19 @@ static int dec_udata(lua_State *L, void *ud) {
             close(h);
             return -1;
         }
-        int rc = lmp_queue_push(L, h, s);
+        int rc = lmp_queue_push_joinable(L, h, s, w); /* [4]: joinable */
         if (rc < 0) {
             close(h), close(s);
             lua_pushfstring(L, "codec: Queue: %s", strerror(-rc));
+            return -1;
+        }
+    } else if (strcmp(kind, "Sync") == 0) {
+        int fd = take_fd(L, a);
+        if (fd < 0) return -1;
+        int rc = lmp_sync_from_standin(L, fd);
+        if (rc < 0) {
+            close(fd);
+            lua_pushfstring(L, "codec: Sync: %s", strerror(-rc));
             return -1;
         }
     } else {
