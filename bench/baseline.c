@@ -3,9 +3,20 @@
  * measured in the same run on the same machine.
  *
  *   baseline forkwait N        fork + _exit(0) + waitpid, N times: us per round trip
+ *   baseline forkfaults N      fork + _exit(0) + waitpid, N times: minor page faults per
+ *                              round trip, this process and its children (getrusage)
+ *   baseline forkmech N        what luamp's fork start method does at the system-call level,
+ *                              in C (result socketpair, reserved slot, signals blocked across
+ *                              fork, pidfd_open, poll, waitid, result read; the child closes
+ *                              the parent's ends, resets handled signals, unblocks): the
+ *                              floor of the mechanism without Lua: us per round trip
+ *   baseline sockpong N        pingpong over a unix stream socketpair with luamp's framing
+ *                              (sendmsg of an 8-byte length + body, two reads): us per round trip
  *   baseline forkbatch N B     start B children, then reap them all, N times: us per child
  *   baseline firstof8 N        8 children block on pipes; release one, time until a
  *                              poll on their pidfds notices it: us (N samples, median)
+ *   baseline firstof8r N       the same, but timed only once all 8 children are blocked
+ *                              (each writes a byte to a shared ready pipe first): us
  *   baseline pingpong N        8-byte ping-pong over a pipe pair with a child: us per round trip
  *   baseline pipecopy MB       copy MB megabytes from a child through a pipe: MB/s
  *   baseline spawnlua N LUA    posix_spawn of `LUA -e ''` + waitpid: us per round trip
@@ -20,7 +31,10 @@
  * several).  Uses only libc: this is the floor, not luamp.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +43,8 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -64,6 +80,101 @@ static void forkwait(int n) {
     printf("%.2f\n", median(v, n));
 }
 
+static long minflt(void) {
+    struct rusage self, kids;
+    getrusage(RUSAGE_SELF, &self);
+    getrusage(RUSAGE_CHILDREN, &kids);
+    return self.ru_minflt + kids.ru_minflt;
+}
+
+static void forkfaults(int n) {
+    for (int i = 0; i < 20; i++) { /* the first rounds fault in code once */
+        pid_t p = fork();
+        if (p == 0) _exit(0);
+        waitpid(p, NULL, 0);
+    }
+    long before = minflt();
+    for (int i = 0; i < n; i++) {
+        pid_t p = fork();
+        if (p == 0) _exit(0);
+        waitpid(p, NULL, 0);
+    }
+    printf("%.2f\n", (double)(minflt() - before) / n);
+}
+
+static void child_signals(void) {
+    struct sigaction sa;
+    for (int s = 1; s < NSIG; s++) {
+        if (s == SIGKILL || s == SIGSTOP || sigaction(s, NULL, &sa) != 0) continue;
+        if (!(sa.sa_flags & SA_SIGINFO) && (sa.sa_handler == SIG_DFL || sa.sa_handler == SIG_IGN)) continue;
+        sa.sa_handler = SIG_DFL;
+        sa.sa_flags = 0;
+        sigaction(s, &sa, NULL);
+    }
+}
+
+static void forkmech(int n) {
+    double *v = malloc(sizeof *v * (size_t)n);
+    for (int i = 0; i < n; i++) {
+        double t = now();
+        int res[2], spare;
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, res) < 0) exit(1);
+        spare = fcntl(res[0], F_DUPFD_CLOEXEC, 0);
+        sigset_t all, old, none;
+        sigfillset(&all);
+        sigemptyset(&none);
+        pthread_sigmask(SIG_BLOCK, &all, &old);
+        pid_t p = fork();
+        if (p == 0) {
+            close(res[0]);
+            close(spare);
+            child_signals();
+            sigprocmask(SIG_SETMASK, &none, NULL);
+            _exit(0);
+        }
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        close(res[1]);
+        close(spare);
+        int pfd = (int)syscall(SYS_pidfd_open, p, 0);
+        struct pollfd pf = {.fd = pfd, .events = POLLIN};
+        while (poll(&pf, 1, -1) < 0 && errno == EINTR) {}
+        siginfo_t si;
+        waitid((idtype_t)3 /* P_PIDFD */, (id_t)pfd, &si, WEXITED);
+        char c;
+        recv(res[0], &c, 1, MSG_DONTWAIT);
+        close(res[0]);
+        close(pfd);
+        v[i] = (now() - t) * 1e6;
+    }
+    printf("%.2f\n", median(v, n));
+}
+
+static void sockpong(int n) {
+    int s[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, s) < 0) exit(1);
+    pid_t p = fork();
+    unsigned char hdr[8] = {2}, body[2] = {0xd1, 0};
+    struct iovec iov[2] = {{hdr, 8}, {body, 2}};
+    struct msghdr m = {.msg_iov = iov, .msg_iovlen = 2};
+    if (p == 0) {
+        close(s[0]);
+        for (;;) {
+            if (read(s[1], hdr, 8) != 8 || read(s[1], body, 2) != 2) _exit(0);
+            if (sendmsg(s[1], &m, MSG_NOSIGNAL) != 10) _exit(0);
+        }
+    }
+    close(s[1]);
+    double *v = malloc(sizeof *v * (size_t)n);
+    for (int i = 0; i < n; i++) {
+        double t = now();
+        if (sendmsg(s[0], &m, MSG_NOSIGNAL) != 10 || read(s[0], hdr, 8) != 8 || read(s[0], body, 2) != 2) exit(1);
+        v[i] = (now() - t) * 1e6;
+    }
+    close(s[0]);
+    waitpid(p, NULL, 0);
+    printf("%.2f\n", median(v, n));
+}
+
 static void forkbatch(int n, int b) {
     double *v = malloc(sizeof *v * (size_t)n);
     pid_t *pids = malloc(sizeof *pids * (size_t)b);
@@ -79,8 +190,10 @@ static void forkbatch(int n, int b) {
     printf("%.2f\n", median(v, n));
 }
 
-static void firstof8(int n) {
+static void firstof8_run(int n, int ready) {
     double *v = malloc(sizeof *v * (size_t)n);
+    int rd[2] = {-1, -1};
+    if (ready && pipe(rd) < 0) exit(1);
     for (int i = 0; i < n; i++) {
         int fds[8][2];
         struct pollfd pf[8];
@@ -91,12 +204,19 @@ static void firstof8(int n) {
             if (pids[j] == 0) {
                 char c;
                 for (int x = 0; x <= j; x++) close(fds[x][1]); /* earlier siblings' too */
+                if (ready && write(rd[1], "r", 1) != 1) _exit(1);
                 while (read(fds[j][0], &c, 1) < 0 && errno == EINTR) {}
                 _exit(0);
             }
             close(fds[j][0]);
             pf[j].fd = (int)syscall(SYS_pidfd_open, pids[j], 0);
             pf[j].events = POLLIN;
+        }
+        char got[8];
+        for (int r = 0; ready && r < 8;) {
+            ssize_t m = read(rd[0], got, (size_t)(8 - r));
+            if (m <= 0) exit(1);
+            r += (int)m;
         }
         int k = i % 8;
         double t = now();
@@ -111,6 +231,9 @@ static void firstof8(int n) {
     }
     printf("%.2f\n", median(v, n));
 }
+
+static void firstof8(int n) { firstof8_run(n, 0); }
+static void firstof8r(int n) { firstof8_run(n, 1); }
 
 static void pingpong(int n) {
     int a[2], b[2];
@@ -249,8 +372,12 @@ int main(int argc, char **argv) {
     const char *m = argv[1];
     long long n = atoll(argv[2]);
     if (strcmp(m, "forkwait") == 0) forkwait((int)n);
+    else if (strcmp(m, "forkfaults") == 0) forkfaults((int)n);
+    else if (strcmp(m, "forkmech") == 0) forkmech((int)n);
+    else if (strcmp(m, "sockpong") == 0) sockpong((int)n);
     else if (strcmp(m, "forkbatch") == 0 && argc > 3) forkbatch((int)n, atoi(argv[3]));
     else if (strcmp(m, "firstof8") == 0) firstof8((int)n);
+    else if (strcmp(m, "firstof8r") == 0) firstof8r((int)n);
     else if (strcmp(m, "pingpong") == 0) pingpong((int)n);
     else if (strcmp(m, "pipecopy") == 0) pipecopy((int)n);
     else if (strcmp(m, "spawnlua") == 0 && argc > 3) spawnlua((int)n, argv[3]);

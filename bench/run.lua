@@ -117,6 +117,74 @@ if want("startjoin") then
   local l2, c2 = side_by_side(3, function() return luamp_batch(scale(10), 100) end,
     "forkbatch " .. scale(10) .. " 100")
   row("start+join", "batch of 100, per process (fork)", l2, "us", c2, "C fork+waitpid", l2 / c2, "<= 1.5x C")
+  -- the same round trip against C making luamp's own system calls (result
+  -- socketpair, pidfd, signal reset...): what is left is Lua and the pages
+  local lm, cm = side_by_side(5, function() return luamp_startjoin(scale(200)) end, "forkmech " .. scale(200))
+  row("start+join", "1 process, empty target (fork)", lm, "us", cm, "C with luamp's system calls", lm / cm, "")
+  -- The cause, beside the times: page faults (this process and its
+  -- reaped children, /proc/self/stat's minflt + cminflt) and system calls
+  -- (strace -f -c, the difference between two loop lengths) per round trip.
+  local function faults()
+    local f = assert(io.open("/proc/self/stat"))
+    local st = f:read("a")
+    f:close()
+    local minflt, cminflt = st:match("%)%s+%S+" .. ("%s+%S+"):rep(6) .. "%s+(%d+)%s+(%d+)")
+    return tonumber(minflt) + tonumber(cminflt)
+  end
+  local function luamp_faults(n)
+    local P = process.Process
+    luamp_startjoin(20)
+    local f0 = faults()
+    for _ = 1, n do -- no timing table: only the round trips' own pages
+      local p = P{target = empty}
+      p:start()
+      p:join()
+      p:close()
+    end
+    return (faults() - f0) / n
+  end
+  local fl, fc = side_by_side(3, function() return luamp_faults(scale(500)) end, "forkfaults " .. scale(500))
+  row("start+join", "page faults per round trip (fork, parent + child)", fl, "", fc, "C fork+waitpid", fl / fc,
+    "<= 1.5x C")
+  local luamp_exe = opts.build .. "/luamp"
+  local loop = "local P = require('process').Process; local function e() end; " ..
+    "for i = 1, %d do local p = P{target = e}; p:start(); p:join(); p:close() end"
+  local function syscalls(cmd)
+    local out = os.tmpname()
+    os.execute("strace -f -c -o " .. out .. " " .. cmd .. " >/dev/null 2>&1")
+    local f = io.open(out)
+    local text = f and f:read("a") or ""
+    if f then f:close() end
+    os.remove(out)
+    return tonumber(text:match("(%d+)%s+%d*%s*total")) -- calls [errors] total
+  end
+  if have("strace") then
+    local function per_trip(fmt)
+      local a, b = syscalls(fmt:format(50)), syscalls(fmt:format(250))
+      return a and b and (b - a) / 200
+    end
+    local sl = per_trip(luamp_exe .. " -e \"" .. loop .. "\"")
+    local sc = per_trip(baseline .. " forkwait %d")
+    if sl and sc then
+      row("start+join", "system calls per round trip (fork, parent + child)", sl, "", sc, "C fork+waitpid", sl / sc, "")
+    end
+  end
+  if have("taskset") then
+    -- pinned to one CPU: parent and child take turns, no migration
+    local pin = "taskset -c 0 "
+    local timed = "local P = require('process').Process; local now = require('process')._now; " ..
+      "local function e() end; local v = {}; for i = 1, %d do local t = now(); " ..
+      "local p = P{target = e}; p:start(); p:join(); p:close(); v[i] = (now() - t) * 1e6 end; " ..
+      "table.sort(v); print(v[#v // 2 + 1])"
+    local pv, cv = {}, {}
+    for r = 1, 5 do
+      pv[r] = num(pin .. luamp_exe .. " -e \"" .. timed:format(scale(200)) .. "\"")
+      cv[r] = num(pin .. baseline .. " forkwait " .. scale(200))
+    end
+    local lp, cp = median(pv), median(cv)
+    row("start+join", "1 process, empty target (fork), pinned to one CPU", lp, "us", cp, "C fork+waitpid, pinned", lp / cp,
+      "<= 1.5x C")
+  end
   -- spawn: a fresh runner per child, against the floor of any fresh
   -- interpreter, a bare posix_spawn of `lua5.4 -e ''` (+ waitpid)
   local spawn_ctx, fs_ctx = process.get_context("spawn"), process.get_context("forkserver")
@@ -183,9 +251,43 @@ local function luamp_firstof8(n)
   return median(v)
 end
 
+-- The same, timed only once every child is blocked in recv (each sends on
+-- a shared ready Pipe first): without it, the row also measures how much
+-- of the 8 children's start-up is still running when the message goes.
+local function luamp_firstof8_ready(n)
+  local v = {}
+  local ready_r, ready_w = process.Pipe(false)
+  for i = 1, n do
+    local pipes, ps = {}, {}
+    for j = 1, 8 do
+      local r, w = process.Pipe(false)
+      pipes[j] = {r, w}
+      ps[j] = process.Process{target = function() ready_w:send(j); r:recv() end}
+      ps[j]:start()
+      r:close()
+    end
+    for _ = 1, 8 do ready_r:recv() end
+    local k = (i - 1) % 8 + 1
+    local t = now()
+    pipes[k][2]:send(1)
+    process.wait(ps)
+    v[i] = (now() - t) * 1e6
+    for j = 1, 8 do
+      if j ~= k then pipes[j][2]:send(1) end
+      pipes[j][2]:close()
+    end
+    for j = 1, 8 do ps[j]:join(); ps[j]:close() end
+  end
+  ready_r:close()
+  ready_w:close()
+  return median(v)
+end
+
 if want("firstof8") then
   local l, c = side_by_side(3, function() return luamp_firstof8(scale(40)) end, "firstof8 " .. scale(40))
   row("first of 8", "process.wait notices the first exit", l, "us", c, "C poll on pidfds", l / c, "<= 1.2x C")
+  local lr, cr = side_by_side(3, function() return luamp_firstof8_ready(scale(40)) end, "firstof8r " .. scale(40))
+  row("first of 8", "the same, children blocked before the clock starts", lr, "us", cr, "C, the same", lr / cr, "")
   if python then
     local py = num(python .. " firstof8 " .. scale(40))
     row("first of 8", "Python connection.wait (for comparison)", py, "us", c, "C poll on pidfds", py / c,
@@ -327,6 +429,8 @@ end
 if want("pipe") then
   local l, c = side_by_side(5, function() return luamp_pingpong(scale(2000)) end, "pingpong " .. scale(2000))
   row("Pipe", "ping-pong round trip (small value)", l, "us", c, "C pipe ping-pong", l / c, "<= 1.5x C")
+  local ls, cs = side_by_side(5, function() return luamp_pingpong(scale(2000)) end, "sockpong " .. scale(2000))
+  row("Pipe", "ping-pong round trip (small value)", ls, "us", cs, "C unix socket, luamp's framing", ls / cs, "")
   local l2, c2 = side_by_side(3, function() return luamp_pipecopy(scale(500)) end, "pipecopy " .. scale(500))
   row("Pipe", "child to parent, 1 MB messages", l2, "MB/s", c2, "C pipe copy", l2 / c2, "")
 end

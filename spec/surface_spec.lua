@@ -76,6 +76,9 @@ describe("errors point at the caller's line", function()
       {"wait", function() process.wait({"x"}) end, "object 1 is not a sentinel"},
       {"wait", function() process.wait({}, 0 / 0) end, "timeout is NaN", 2},
       {"set_executable", function() process.set_executable(42) end, "string expected, got number"},
+      -- found by the C core, raised here all the same
+      {"set_executable", function() process.set_executable("/x\0y") end, "zero byte"},
+      {"wait", function() process.wait({-5}, 0) end, "out of range"},
       {"get_context", function() process.get_context(42) end, "string expected, got number"},
       {"set_start_method", function() process.set_start_method(42) end, "string expected, got number"},
     }

@@ -9,6 +9,7 @@
 #include "luamp.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -89,7 +90,7 @@ LUAMP_API luamp_runtime *luamp_runtime_new(void) {
     return rt;
 }
 
-LUAMP_API lua_State *luamp_runtime_state(luamp_runtime *rt) { return rt->L; }
+LUAMP_API lua_State *luamp_runtime_state(luamp_runtime *rt) { return rt ? rt->L : NULL; }
 
 static void set_error(luamp_runtime *rt, const char *msg) {
     free(rt->error);
@@ -133,22 +134,25 @@ static int load_args(lua_State *L) {
     char **argv = lua_touserdata(L, 3);
     lua_createtable(L, argc, 1);
     for (int i = 0; i < argc; i++) {
-        lua_pushstring(L, argv[i]);
+        lua_pushstring(L, argv[i]); /* NULL pushes nil: a hole, not a crash */
         lua_rawseti(L, -2, i);
     }
     lua_setglobal(L, "arg");
     int status = luaL_loadfile(L, path);
     lua_pushinteger(L, status);
     lua_insert(L, -2);
+    /* status, then the chunk (or the message), then argv[1..argc-1] */
+    int nres = 2;
     if (status == LUA_OK)
-        for (int i = 1; i < argc; i++) lua_pushstring(L, argv[i]);
-    return status == LUA_OK ? argc + 1 : 2;
+        for (int i = 1; i < argc; i++, nres++) lua_pushstring(L, argv[i]);
+    return nres;
 }
 
 LUAMP_API int luamp_runtime_dofile(luamp_runtime *rt, const char *path, int argc, char **argv) {
+    if (!rt) return -EINVAL;
     lua_State *L = rt->L;
     if (argc < 0 || (argc > 0 && !argv)) argc = 0;
-    if (!lua_checkstack(L, argc + 8)) return -ENOMEM;
+    if (argc > INT_MAX - 8 || !lua_checkstack(L, argc + 8)) return -ENOMEM;
     int top = lua_gettop(L);
     lua_pushcfunction(L, load_args);
     lua_pushlightuserdata(L, (void *)path);
@@ -162,13 +166,14 @@ LUAMP_API int luamp_runtime_dofile(luamp_runtime *rt, const char *path, int argc
 }
 
 LUAMP_API int luamp_runtime_dostring(luamp_runtime *rt, const char *chunk, const char *name) {
+    if (!rt || !chunk) return -EINVAL;
     int status = luaL_loadbufferx(rt->L, chunk, strlen(chunk), name ? name : "=(string)", "t");
     return finish_run(rt, status, 0);
 }
 
-LUAMP_API const char *luamp_runtime_error(luamp_runtime *rt) { return rt->error ? rt->error : ""; }
+LUAMP_API const char *luamp_runtime_error(luamp_runtime *rt) { return rt && rt->error ? rt->error : ""; }
 
-LUAMP_API int luamp_runtime_exitstatus(luamp_runtime *rt) { return rt->exitstatus; }
+LUAMP_API int luamp_runtime_exitstatus(luamp_runtime *rt) { return rt ? rt->exitstatus : 0; }
 
 LUAMP_API void luamp_runtime_close(luamp_runtime *rt) {
     if (!rt) return;
@@ -184,7 +189,7 @@ LUAMP_API const char *luamp_strerror(int code) {
     case LUAMP_ERUN: return "the script raised an error";
     case LUAMP_EFILE: return "the script file cannot be read";
     case LUAMP_EEXIT: return "the script called os.exit";
-    default: return code < 0 ? strerror(-code) : "unknown code";
+    default: return code < 0 && code != INT_MIN ? strerror(-code) : "unknown code";
     }
 }
 
@@ -195,6 +200,6 @@ LUAMP_API const char *luamp_errname(int code) {
     case LUAMP_ERUN: return "LUAMP_ERUN";
     case LUAMP_EFILE: return "LUAMP_EFILE";
     case LUAMP_EEXIT: return "LUAMP_EEXIT";
-    default: return code < 0 ? lmp_errname(-code) : "E?";
+    default: return code < 0 && code != INT_MIN ? lmp_errname(-code) : "E?";
     }
 }

@@ -30,8 +30,32 @@
  * takes their exit status away, and such a child then reports exitcode
  * 255.  Descriptors a script opens (Pipes included) are inherited by every
  * child forked later, from any state of the process: close a runtime whose
- * children wait on a Pipe after closing the runtimes that forked since.  Children are created with fork: start them from the thread
- * that runs Lua, and prefer starting them before the host spawns threads.
+ * children wait on a Pipe after closing the runtimes that forked since.
+ *
+ * Start methods: children are created by the state's start method
+ * (process.set_start_method, or per context with process.get_context):
+ *  - "fork" (the default): a copy of the calling process.  Only the
+ *    calling thread is copied, so a host with other threads risks a
+ *    deadlock in the child on a lock one of them held; luamp warns once
+ *    on stderr when a multithreaded process forks.
+ *  - "spawn": a fresh `luamp` runner executed for the child (vfork +
+ *    exec); the target and what it needs are sent to it.
+ *  - "forkserver": a fork of a server process, a fresh runner started on
+ *    first use; every child dies with the server, the server with its
+ *    owner.
+ * A host with threads should use "spawn" or "forkserver".  Both execute
+ * the runner installed next to the library (PREFIX/bin/luamp, or the
+ * build tree's); process.set_executable(path) names another.  A C target
+ * registered with luamp_register_target travels by its package.loaded
+ * name, so under spawn and forkserver the child (the runner) must be able
+ * to require it.  Whatever the method, use a lua_State from one thread
+ * at a time, as Lua requires.
+ *
+ * Descriptors: the library's first use (luaopen_process) opens /dev/null
+ * on any of descriptors 0-2 that is closed, and no descriptor of luamp's
+ * ever lands on 0-2; it holds one descriptor in reserve for receiving
+ * large results and messages at the descriptor limit.  luamp's locks are
+ * reset in every forked child, a host's own fork included.
  *
  * Errors: functions returning int return 0 on success or a negative code,
  * either -errno or one of the LUAMP_E* codes below; luamp_strerror and
@@ -99,19 +123,22 @@ typedef struct luamp_runtime luamp_runtime;
  * with luamp_runtime_close.) */
 LUAMP_API luamp_runtime *luamp_runtime_new(void);
 
-/* The runtime's lua_State, to register functions or read globals.
- * (transfer none: valid until luamp_runtime_close; do not lua_close it.) */
+/* The runtime's lua_State, to register functions or read globals; NULL
+ * for a NULL rt.  (transfer none: valid until luamp_runtime_close; do not
+ * lua_close it.) */
 LUAMP_API lua_State *luamp_runtime_state(luamp_runtime *rt);
 
 /* Run the Lua file at path (NULL: standard input) with the given
  * arguments as the script's `...` and `arg` (argv[0] is the script name;
- * argc may be 0 and argv NULL).  Returns 0, LUAMP_EFILE, LUAMP_ESYNTAX,
- * LUAMP_ERUN (the message, with a traceback, is in luamp_runtime_error),
- * LUAMP_EEXIT (the script called os.exit) or -ENOMEM. */
+ * argc may be 0 and argv NULL; argc < 0, or argv NULL with argc > 0, runs
+ * with no arguments).  Returns 0, LUAMP_EFILE, LUAMP_ESYNTAX, LUAMP_ERUN
+ * (the message, with a traceback, is in luamp_runtime_error), LUAMP_EEXIT
+ * (the script called os.exit), -ENOMEM, or -EINVAL when rt is NULL. */
 LUAMP_API int luamp_runtime_dofile(luamp_runtime *rt, const char *path, int argc, char **argv);
 
 /* Run a chunk of Lua source; name labels it in messages ("=host" or
- * "@file.lua"; NULL: "=(string)").  Returns as luamp_runtime_dofile. */
+ * "@file.lua"; NULL: "=(string)").  Returns as luamp_runtime_dofile
+ * (-EINVAL when rt or chunk is NULL). */
 LUAMP_API int luamp_runtime_dostring(luamp_runtime *rt, const char *chunk, const char *name);
 
 /* The message of the last failed run: the error and its traceback, or
@@ -151,11 +178,13 @@ LUAMP_API int luamp_shared_get(lua_State *L, int idx, void **data, int *type, si
 
 /* ---- errors and version ------------------------------------------------ */
 
-/* A message for a code returned above (negative errno or LUAMP_E*).
+/* A message for a code returned above (negative errno or LUAMP_E*); any
+ * int is accepted ("unknown code" for what is neither).
  * (transfer none: a static string.) */
 LUAMP_API const char *luamp_strerror(int code);
 
-/* The code's name: "ENOMEM", "LUAMP_ERUN", ...; "E?" when unknown.
+/* The code's name: "ENOMEM", "LUAMP_ERUN", ... (every errno the C library
+ * knows); "E?" for any other int.
  * (transfer none: a static string.) */
 LUAMP_API const char *luamp_errname(int code);
 

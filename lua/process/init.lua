@@ -748,6 +748,20 @@ local function has_fileno(o)
   return ok and type(f) == "function"
 end
 
+-- For a public function calling the core: a bad argument the core finds
+-- (luaL_argerror, which names this file's line) is raised again at the
+-- public function's caller, under the public function's name.
+-- reraise(fname, pcall(core.f, ...)) -> core.f's values
+local function reraise(fname, ok, ...)
+  if ok then return ... end
+  local msg = ...
+  if type(msg) == "string" then
+    msg = msg:gsub("^process/init%.lua:%d+: ", "", 1)
+    msg = msg:gsub("^(bad argument #%d+ to )'%?'", "%1'" .. fname .. "'", 1)
+  end
+  error(msg, 3)
+end
+
 -- wait(objects[, timeout]) -> the ready objects, in the order given.
 function M.wait(objects, timeout)
   if type(objects) ~= "table" then argerror(1, "wait", "table expected, got " .. type(objects), 2) end
@@ -768,7 +782,7 @@ function M.wait(objects, timeout)
       argerror(1, "wait", fmt("object %d is not a sentinel, Process or Connection (%s)", i, type(o)), 2)
     end
   end
-  local ready, err, ename = core.wait(items, timeout)
+  local ready, err, ename = reraise("wait", pcall(core.wait, items, timeout))
   if ready == nil then return nil, err, ename end
   for i, idx in ipairs(ready) do ready[i] = objects[idx] end
   return ready
@@ -842,7 +856,7 @@ function M.set_executable(path)
   if path ~= nil and type(path) ~= "string" then
     argerror(1, "set_executable", "string expected, got " .. type(path), 2)
   end
-  core.set_executable(path)
+  reraise("set_executable", pcall(core.set_executable, path))
 end
 
 -- Run once here what every child runs: a stock interpreter binds its

@@ -76,6 +76,7 @@ static void release(lmp_child *c) {
 }
 
 int main(void) {
+    lmp_fd_reserve(); /* held for the process's life, as the module does at its first use */
     int fds0 = count_fds();
     reg = lmp_reg_new();
     printf("# pidfd: %s\n", lmp_have_pidfd() ? "yes" : "no (pipe fallback)");

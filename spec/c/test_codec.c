@@ -1324,6 +1324,57 @@ static void bench(lua_State *L) {
     bench_one(L, "100MB string", "bigstr", 100.0, 5);
 }
 
+
+/* Decoder amplification (issue 10 #3): 200 nested tables, each claiming
+ * 2^20 array items, in a 1 MB message.  Every claim fits the bytes left,
+ * but they all claim the same bytes: the presizing must stay within a
+ * small constant factor of the input, for the whole message.  Counted
+ * with an allocator that tracks the peak of live bytes. */
+static size_t amp_live, amp_peak;
+static void *amp_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+    (void)ud;
+    if (ptr) amp_live -= osize;
+    if (nsize == 0) {
+        free(ptr);
+        return NULL;
+    }
+    void *q = realloc(ptr, nsize);
+    if (!q) {
+        if (ptr) amp_live += osize;
+        return NULL;
+    }
+    amp_live += nsize;
+    if (amp_live > amp_peak) amp_peak = amp_live;
+    return q;
+}
+
+static void test_amplification(void) {
+    size_t len = (1u << 20) + 4096; /* every claim fits what is left */
+    unsigned char *m = calloc(1, len); /* the rest: nil items */
+    size_t at = 0;
+    m[at++] = LMP_CODEC_MAGIC;
+    for (int i = 0; i < 199; i++) { /* + the top level: 200 deep */
+        m[at++] = LMP_TAG_TABLE;
+        uint32_t narr = 1u << 20, nhash = 0;
+        memcpy(m + at, &narr, 4), memcpy(m + at + 4, &nhash, 4);
+        at += 8;
+    }
+    lua_State *L = lua_newstate(amp_alloc, NULL);
+    size_t base = amp_live;
+    amp_peak = base;
+    double t0 = (double)clock() / CLOCKS_PER_SEC;
+    int rc = lmp_codec_decode(L, (const char *)m, len, 0);
+    double secs = (double)clock() / CLOCKS_PER_SEC - t0;
+    size_t used = amp_peak - base;
+    ok(rc != 0 && strstr(lua_tostring(L, -1), "codec: "), "200 nested 2^20 claims refused: %s",
+       lua_tostring(L, -1));
+    ok(used < 64 * len, "decoding a %zu-byte message allocated at most %zu bytes (%.1fx)", len, used,
+       (double)used / (double)len);
+    printf("# amplification: %.3f s of CPU\n", secs);
+    lua_close(L);
+    free(m);
+}
+
 int main(int argc, char **argv) {
     lua_State *L = new_state("L1"), *L2 = new_state("L2");
     luaL_requiref(L, "testmod", open_testmod, 0);
@@ -1356,6 +1407,7 @@ int main(int argc, char **argv) {
     test_modules(L, L2);
     test_env(L, L2);
     test_hooks(L);
+    test_amplification();
     ok(lua_gettop(L) == 0 && lua_gettop(L2) == 0, "stacks balanced");
     if (argc > 1 && strcmp(argv[1], "--bench") == 0) bench(L);
     lua_close(L);

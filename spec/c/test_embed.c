@@ -6,6 +6,8 @@
  * threads is warned once about fork and can use spawn and forkserver.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -136,6 +138,22 @@ int main(void) {
     char *argv[] = {path, "4", "5", NULL};
     ok(luamp_runtime_dofile(rt, path, 3, argv) == 0, "dofile with arguments");
     ok(run_get(rt, "", "n") == 9, "arguments reached the script as ...");
+    /* no arguments: the README's own call, and argc < 0 / argv NULL */
+    const char *noargs = "nargs = select('#', ...); argn = #arg\n";
+    fd = open(path, O_WRONLY | O_TRUNC);
+    ok(fd >= 0 && write(fd, noargs, strlen(noargs)) == (ssize_t)strlen(noargs), "script rewritten");
+    close(fd);
+    rc = luamp_runtime_dofile(rt, path, 0, NULL);
+    ok(rc == 0 && run_get(rt, "", "nargs") == 0, "dofile(rt, path, 0, NULL): %s", luamp_runtime_error(rt));
+    rc = luamp_runtime_dofile(rt, path, -5, argv);
+    ok(rc == 0 && run_get(rt, "", "nargs") == 0, "dofile with argc < 0 runs with no arguments");
+    rc = luamp_runtime_dofile(rt, path, 3, NULL);
+    ok(rc == 0 && run_get(rt, "", "nargs") == 0, "dofile with argv NULL runs with no arguments");
+    rc = luamp_runtime_dofile(rt, path, 1, argv);
+    ok(rc == 0 && run_get(rt, "", "nargs") == 0 && run_get(rt, "", "argn") == 0,
+       "dofile with only the script name: no ..., arg[0] only");
+    ok(luamp_runtime_dofile(NULL, path, 0, NULL) == -EINVAL && luamp_runtime_dostring(rt, NULL, NULL) == -EINVAL,
+       "NULL runtime or chunk refused with -EINVAL");
     unlink(path);
 
     /* a native target registered by the host, run in a child */
@@ -239,6 +257,12 @@ int main(void) {
     ok(strcmp(luamp_errname(LUAMP_ERUN), "LUAMP_ERUN") == 0 && strlen(luamp_strerror(LUAMP_EEXIT)) > 0,
        "luamp codes named");
     ok(strcmp(luamp_errname(12345), "E?") == 0, "unknown code");
+    ok(strcmp(luamp_errname(INT_MIN), "E?") == 0 && strcmp(luamp_strerror(INT_MIN), "unknown code") == 0 &&
+           strcmp(luamp_errname(-100000), "E?") == 0 && strcmp(luamp_errname(INT_MAX), "E?") == 0,
+       "extreme codes: no overflow (INT_MIN, -100000, INT_MAX)");
+    ok(strcmp(luamp_errname(-ENOTRECOVERABLE), "ENOTRECOVERABLE") == 0 &&
+           strcmp(luamp_errname(-EHOSTUNREACH), "EHOSTUNREACH") == 0,
+       "every errno named (ENOTRECOVERABLE, EHOSTUNREACH)");
     threaded_host();
     printf("# host SIGCHLD handler ran %d times (for its own and luamp's children: no harm)\n", (int)host_sigchld);
     return tap_done();

@@ -14,15 +14,18 @@
 #include "codec/codec.h"
 
 #include <stdarg.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
 #include <lauxlib.h>
 
-/* Presize hint ceiling: counts are already bounded by the bytes left, this
- * keeps the up-front allocation modest; bigger tables grow as usual. */
-#define HINT_MAX (1 << 20)
+/* Presizing: a table's claimed counts are bounded by the bytes left, but
+ * nested tables all claim the same remaining bytes, so each claim is also
+ * charged to one budget for the whole message: at most one presized slot
+ * per input byte over all tables (what the bytes can actually hold).
+ * Tables that really are bigger than their presize grow as usual. */
 
 typedef struct dec {
     lua_State *L;
@@ -35,6 +38,7 @@ typedef struct dec {
      * refs table itself, which never escapes, so a REF to it is caught. */
     int refs;
     lua_Integer nref;
+    size_t budget; /* presize slots still allowed (see above) */
     char err[200];
 } dec;
 
@@ -139,7 +143,13 @@ static int get_ref(dec *d, size_t at) {
     return 0;
 }
 
-static int hint(uint64_t n) { return n > HINT_MAX ? HINT_MAX : (int)n; }
+/* Charge a claim of n slots to the budget: what is granted. */
+static int hint(dec *d, uint64_t n) {
+    size_t k = n < d->budget ? (size_t)n : d->budget;
+    if (k > INT_MAX) k = INT_MAX;
+    d->budget -= k;
+    return (int)k;
+}
 
 /* TABLE u32(narr) u32(nhash), then narr + nhash entries in any order: a
  * bare value is the next array item, HKEY key value is any other entry. */
@@ -155,7 +165,8 @@ static int dec_table(dec *d) {
                        "%zu bytes remain",
                     at, (unsigned long long)narr, (unsigned long long)nhash,
                     left(d));
-    lua_createtable(L, hint(narr), hint(nhash));
+    int na = hint(d, narr);
+    lua_createtable(L, na, hint(d, nhash));
     int t = lua_gettop(L);
     new_ref(d, t);
     for (uint64_t n = narr + nhash; n > 0; n--) {
@@ -468,6 +479,7 @@ int lmp_codec_decode_hooks(lua_State *L, const char *data, size_t len,
     d.h = h;
     d.depth = 0;
     d.nref = 0;
+    d.budget = len;
     lua_pushnil(L);
     d.refs = base + 1;
     if (len == 0) {

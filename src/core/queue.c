@@ -46,6 +46,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "sys.h"
+
 #define QMAGIC 0x51504d4cu /* "LMPQ" */
 #define QVERSION 2u
 #define HDR_SIZE 4096u     /* one page; struct qshared is far smaller */
@@ -433,9 +435,9 @@ int lmp_queue_new(size_t maxsize, lmp_queue **out) {
     if (!q) return -ENOMEM;
     int rc = 0;
     pthread_mutexattr_t ma;
-    q->hfd = memfd_create("luamp-queue", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    q->hfd = lmp_fd_hi(memfd_create("luamp-queue", MFD_CLOEXEC | MFD_ALLOW_SEALING));
     if (q->hfd < 0) goto fail_errno;
-    q->sfd = memfd_create("luamp-queue-spool", MFD_CLOEXEC);
+    q->sfd = lmp_fd_hi(memfd_create("luamp-queue-spool", MFD_CLOEXEC));
     if (q->sfd < 0) goto fail_errno;
     if (ftruncate(q->hfd, HDR_SIZE) < 0) goto fail_errno;
     if (fcntl(q->hfd, F_ADD_SEALS,

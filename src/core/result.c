@@ -13,6 +13,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "sys.h"
+
 static int send_all(int fd, const char *p, size_t n) {
     while (n > 0) {
         ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
@@ -27,7 +29,7 @@ static int send_all(int fd, const char *p, size_t n) {
 }
 
 static int send_memfd(int fd, const char *p, size_t n) {
-    int mfd = memfd_create("luamp-result", MFD_CLOEXEC);
+    int mfd = lmp_fd_hi(memfd_create("luamp-result", MFD_CLOEXEC));
     if (mfd < 0) return -errno;
     for (size_t off = 0; off < n;) {
         ssize_t w = write(mfd, p + off, n - off);
@@ -89,7 +91,7 @@ static int read_memfd(int mfd, lmp_buf *out) {
     return 0;
 }
 
-int lmp_result_collect(int fd, lmp_buf *out) {
+static int collect(int fd, lmp_buf *out) {
     int first = 1, mode = 0;
     for (;;) {
         char chunk[16384];
@@ -102,6 +104,7 @@ int lmp_result_collect(int fd, lmp_buf *out) {
                            .msg_controllen = sizeof u.space};
         ssize_t r = recvmsg(fd, &m, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
         if (r < 0 && errno == EINTR) continue;
+
         if (r < 0 && errno == EAGAIN) return 0; /* the writer is gone but a copy of its end lives on */
         if (r < 0) return -errno;
         if (r == 0) return mode == 0 && !first ? -EPROTO : 0; /* 'M' without its memfd */
@@ -125,4 +128,20 @@ int lmp_result_collect(int fd, lmp_buf *out) {
         if (mode != 'I') return -EPROTO; /* bytes after a memfd */
         if (lmp_buf_append(out, chunk, (size_t)r)) return -ENOMEM;
     }
+}
+
+int lmp_result_collect(int fd, lmp_buf *out) {
+    /* A memfd needs a free descriptor slot to arrive in: peek at the tag
+     * (a peek without a control buffer receives no descriptor) and free
+     * the reserved slot for it (sys.h) until the memfd is closed again, so
+     * that a parent at its descriptor limit still collects a large
+     * result. */
+    char tag = 0;
+    ssize_t pk;
+    do pk = recv(fd, &tag, 1, MSG_PEEK | MSG_DONTWAIT);
+    while (pk < 0 && errno == EINTR);
+    int released = pk == 1 && tag == 'M' ? lmp_fd_reserve_release() : 0;
+    int rc = collect(fd, out);
+    if (released) lmp_fd_reserve_retake();
+    return rc;
 }

@@ -13,11 +13,13 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "sys.h"
+
 #define PAGE 4096u
 
 int lmp_shm_create(const char *name, size_t size, int *fd, void **addr) {
     size = (size + PAGE - 1) & ~(size_t)(PAGE - 1);
-    int f = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    int f = lmp_fd_hi(memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING)); /* never 0-2 */
     if (f < 0) return -errno;
     void *m = MAP_FAILED;
     if (ftruncate(f, (off_t)size) < 0 ||

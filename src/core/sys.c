@@ -9,6 +9,7 @@
 #include "sys.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <poll.h>
 #include <pthread.h>
@@ -26,6 +27,25 @@ double lmp_now(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* Errno names: every errno the C library knows (glibc's strerrorname_np
+ * covers each one the platform defines); elsewhere, the names the
+ * standard and POSIX define, as a table. */
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
+#define LMP_ERRMAX 4096 /* errno values are below 4096 on Linux */
+
+const char *lmp_errname(int err) {
+    const char *n = err > 0 && err < LMP_ERRMAX ? strerrorname_np(err) : NULL;
+    return n ? n : "E?";
+}
+
+int lmp_errno(const char *name) {
+    for (int e = 1; e < LMP_ERRMAX; e++) {
+        const char *n = strerrorname_np(e);
+        if (n && strcmp(n, name) == 0) return e;
+    }
+    return 0;
+}
+#else
 #define E(x) {x, #x},
 static const struct {
     int code;
@@ -33,10 +53,16 @@ static const struct {
 } errnames[] = {
     E(EPERM) E(ENOENT) E(ESRCH) E(EINTR) E(EIO) E(ENXIO) E(E2BIG) E(ENOEXEC)
     E(EBADF) E(ECHILD) E(EAGAIN) E(ENOMEM) E(EACCES) E(EFAULT) E(EBUSY)
-    E(EEXIST) E(ENODEV) E(ENOTDIR) E(EISDIR) E(EINVAL) E(ENFILE) E(EMFILE)
-    E(ENOTTY) E(EFBIG) E(ENOSPC) E(ESPIPE) E(EROFS) E(EMLINK) E(EPIPE)
-    E(ERANGE) E(ENAMETOOLONG) E(ENOSYS) E(ELOOP) E(EMSGSIZE) E(ENOTSOCK)
-    E(ETIMEDOUT) E(ECONNREFUSED) E(ECONNRESET) E(ENOTCONN) E(EOVERFLOW)
+    E(EEXIST) E(EXDEV) E(ENODEV) E(ENOTDIR) E(EISDIR) E(EINVAL) E(ENFILE) E(EMFILE)
+    E(ENOTTY) E(ETXTBSY) E(EFBIG) E(ENOSPC) E(ESPIPE) E(EROFS) E(EMLINK) E(EPIPE)
+    E(EDOM) E(ERANGE) E(EDEADLK) E(ENAMETOOLONG) E(ENOLCK) E(ENOSYS) E(ENOTEMPTY)
+    E(ELOOP) E(ENOMSG) E(EIDRM) E(ENOSTR) E(ENODATA) E(ETIME) E(ENOSR) E(ENOLINK)
+    E(EPROTO) E(EBADMSG) E(EOVERFLOW) E(EILSEQ) E(ENOTSOCK) E(EDESTADDRREQ)
+    E(EMSGSIZE) E(EPROTOTYPE) E(ENOPROTOOPT) E(EPROTONOSUPPORT) E(ENOTSUP)
+    E(EAFNOSUPPORT) E(EADDRINUSE) E(EADDRNOTAVAIL) E(ENETDOWN) E(ENETUNREACH)
+    E(ENETRESET) E(ECONNABORTED) E(ECONNRESET) E(ENOBUFS) E(EISCONN) E(ENOTCONN)
+    E(ETIMEDOUT) E(ECONNREFUSED) E(EHOSTUNREACH) E(EALREADY) E(EINPROGRESS)
+    E(ESTALE) E(EDQUOT) E(ECANCELED) E(EOWNERDEAD) E(ENOTRECOVERABLE)
 };
 #undef E
 
@@ -51,27 +77,150 @@ int lmp_errno(const char *name) {
         if (strcmp(errnames[i].name, name) == 0) return errnames[i].code;
     return 0;
 }
+#endif
+
+/* ---- standard descriptors ------------------------------------------ */
+
+void lmp_fd_std_open(void) {
+    for (int fd = 0; fd < 3; fd++) {
+        if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF) continue;
+        int n = open("/dev/null", O_RDWR); /* lowest free: fd itself */
+        if (n >= 0 && n != fd) {
+            dup2(n, fd);
+            close(n);
+        }
+    }
+}
+
+int lmp_fd_hi(int fd) {
+    if (fd < 0 || fd > 2) return fd;
+    int n = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    int e = errno;
+    close(fd);
+    errno = e;
+    return n;
+}
+
+int lmp_fd_hi2(int fds[2]) {
+    for (int i = 0; i < 2; i++) {
+        int n = lmp_fd_hi(fds[i]);
+        if (n < 0) {
+            int e = errno;
+            close(fds[1 - i]);
+            fds[0] = fds[1] = -1;
+            errno = e;
+            return -1;
+        }
+        fds[i] = n;
+    }
+    return 0;
+}
+
+/* ---- the descriptor reserve ------------------------------------------ */
+
+/* Not a tracked descriptor: a fork child keeps its copy as its own
+ * reserve.  The lock is reset in every forked child (below). */
+static pthread_mutex_t reserve_lock = PTHREAD_MUTEX_INITIALIZER;
+static int reserve_fd = -1, reserve_last = -1;
+static pthread_mutex_t fd_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Around every fork, luamp's or a host's own: only the forking thread
+ * exists in the child, so a lock another thread held at fork would never
+ * be released there, and what it guards could be half-changed.  The
+ * forking thread takes both locks first (no luamp code forks while
+ * holding one, and none is held while taking another), so the child
+ * inherits them free and the state consistent.  Installed when the
+ * library is loaded. */
+static void sys_atfork_prepare(void) {
+    pthread_mutex_lock(&fd_lock);
+    pthread_mutex_lock(&reserve_lock);
+}
+static void sys_atfork_parent(void) {
+    pthread_mutex_unlock(&reserve_lock);
+    pthread_mutex_unlock(&fd_lock);
+}
+static void sys_atfork_child(void) {
+    /* by assignment: no call into another page of libc text in the child */
+    fd_lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
+    reserve_lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
+}
+__attribute__((constructor)) static void sys_install_atfork(void) {
+    pthread_atfork(sys_atfork_prepare, sys_atfork_parent, sys_atfork_child);
+}
+
+int lmp_fd_reserve(void) {
+    pthread_mutex_lock(&reserve_lock);
+    int rc = 0;
+    if (reserve_fd < 0) {
+        int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) fd = lmp_fd_hi(fd);
+        if (fd < 0) rc = -errno;
+        else reserve_fd = fd;
+    }
+    pthread_mutex_unlock(&reserve_lock);
+    return rc;
+}
+
+int lmp_fd_reserve_release(void) {
+    pthread_mutex_lock(&reserve_lock);
+    if (reserve_fd < 0) {
+        pthread_mutex_unlock(&reserve_lock);
+        return 0;
+    }
+    close(reserve_fd);
+    reserve_last = reserve_fd;
+    reserve_fd = -1;
+    return 1;
+}
+
+void lmp_fd_reserve_retake(void) {
+    /* the slot may have gone to another thread meanwhile: then the next
+     * start takes one again, or refuses at the limit */
+    int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) fd = lmp_fd_hi(fd);
+    /* the same number as before if it is free (leak checks compare sets) */
+    if (fd >= 0 && fd != reserve_last && fcntl(reserve_last, F_GETFD) < 0 && errno == EBADF &&
+        dup3(fd, reserve_last, O_CLOEXEC) == reserve_last) {
+        close(fd);
+        fd = reserve_last;
+    }
+    reserve_fd = fd < 0 ? -1 : fd;
+    pthread_mutex_unlock(&reserve_lock);
+}
 
 /* ---- tracked descriptors ------------------------------------------- */
 
-static pthread_mutex_t fd_lock = PTHREAD_MUTEX_INITIALIZER;
-static int *fd_set_v;
-static size_t fd_set_n, fd_set_cap;
+static size_t fd_set_n, fd_set_cap = 16;
+/* The first few live in the library's data page, which a forked child
+ * writes anyway: tracking its own channels then copies no heap page.
+ * fd_lock is defined with the atfork handlers above. */
+static int fd_set_small[16];
+static int *fd_set_v = fd_set_small;
 
 void lmp_fd_track(int fd) {
     if (fd < 0) return;
     pthread_mutex_lock(&fd_lock);
     if (fd_set_n == fd_set_cap) {
-        size_t cap = fd_set_cap ? fd_set_cap * 2 : 32;
-        int *v = realloc(fd_set_v, cap * sizeof *v);
+        size_t cap = fd_set_cap * 2;
+        int *v = fd_set_v == fd_set_small ? malloc(cap * sizeof *v) : realloc(fd_set_v, cap * sizeof *v);
         if (!v) { /* untracked: only costs hygiene in a later child */
             pthread_mutex_unlock(&fd_lock);
             return;
         }
+        if (fd_set_v == fd_set_small) memcpy(v, fd_set_small, sizeof fd_set_small);
         fd_set_v = v;
         fd_set_cap = cap;
     }
-    fd_set_v[fd_set_n++] = fd;
+    /* kept sorted, so that a child closes runs of them with close_range */
+    size_t i = fd_set_n;
+    while (i > 0 && fd_set_v[i - 1] > fd) i--;
+    if (i > 0 && fd_set_v[i - 1] == fd) { /* already tracked */
+        pthread_mutex_unlock(&fd_lock);
+        return;
+    }
+    for (size_t j = fd_set_n; j > i; j--) fd_set_v[j] = fd_set_v[j - 1]; /* no libc call */
+    fd_set_v[i] = fd;
+    fd_set_n++;
     pthread_mutex_unlock(&fd_lock);
 }
 
@@ -79,7 +228,7 @@ void lmp_fd_untrack(int fd) {
     pthread_mutex_lock(&fd_lock);
     for (size_t i = fd_set_n; i-- > 0;)
         if (fd_set_v[i] == fd) {
-            fd_set_v[i] = fd_set_v[--fd_set_n];
+            memmove(fd_set_v + i, fd_set_v + i + 1, (--fd_set_n - i) * sizeof *fd_set_v);
             break;
         }
     pthread_mutex_unlock(&fd_lock);
@@ -92,14 +241,27 @@ void lmp_fd_close(int fd) {
 }
 
 void lmp_fd_close_tracked(int keep) {
-    /* Child side of fork: single-threaded now, the lock may be stale. */
+    /* Child side of fork: single-threaded now, the lock may be stale.
+     * Re-initialised by assignment, not pthread_mutex_init: no call into
+     * another page of libc text on the child's way to its target. */
     size_t kept = 0;
-    for (size_t i = 0; i < fd_set_n; i++) {
-        if (fd_set_v[i] == keep) fd_set_v[kept++] = keep;
-        else close(fd_set_v[i]);
+    for (size_t i = 0; i < fd_set_n;) {
+        int lo = fd_set_v[i];
+        if (lo == keep) {
+            fd_set_v[kept++] = keep;
+            i++;
+            continue;
+        }
+        /* a run of consecutive tracked numbers: all ours, one call */
+        size_t j = i + 1;
+        while (j < fd_set_n && fd_set_v[j] == fd_set_v[j - 1] + 1 && fd_set_v[j] != keep) j++;
+        int hi = fd_set_v[j - 1];
+        if (hi == lo || syscall(SYS_close_range, (unsigned)lo, (unsigned)hi, 0u) < 0)
+            for (int fd = lo; fd <= hi; fd++) close(fd);
+        i = j;
     }
     fd_set_n = kept;
-    pthread_mutex_init(&fd_lock, NULL);
+    fd_lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
 }
 
 /* ---- pidfd --------------------------------------------------------- */
@@ -127,6 +289,7 @@ int lmp_have_pidfd(void) {
 
 int lmp_pidfd_open(pid_t pid) {
     int fd = (int)syscall(SYS_pidfd_open, pid, 0); /* always O_CLOEXEC */
+    if (fd >= 0) fd = lmp_fd_hi(fd);
     return fd < 0 ? -errno : fd;
 }
 

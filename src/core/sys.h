@@ -30,6 +30,30 @@ void lmp_fd_close(int fd);
 /* In a freshly forked child: close every tracked descriptor but `keep`. */
 void lmp_fd_close_tracked(int keep);
 
+/* Descriptors 0-2 belong to stdio: luamp never lets a private descriptor
+ * land there (output written to a closed stdout would corrupt it).
+ * lmp_fd_std_open opens /dev/null on any of 0-2 that is closed (as lua.c
+ * style tools and libuv do at start); called by the runner, the module's
+ * first use and every forked child.  lmp_fd_hi moves a fresh descriptor
+ * that still landed on 0-2 (a host closed one later) to >= 3, O_CLOEXEC,
+ * and returns it (fd < 0 is passed through, errno kept; -1 with errno set
+ * if the move fails, fd closed): wrap the call that created it.
+ * lmp_fd_hi2 does it for a pair: 0, or -1 and errno with both closed. */
+void lmp_fd_std_open(void);
+int lmp_fd_hi(int fd);
+int lmp_fd_hi2(int fds[2]);
+
+/* The descriptor reserve: one slot held (on /dev/null, >= 3, O_CLOEXEC) so
+ * that receiving a passed descriptor (a large result's or message's
+ * memfd) cannot fail at the descriptor limit: reserved before it is
+ * needed, as start reserves its pidfd's slot.  lmp_fd_reserve makes sure
+ * the slot is held (0, or -errno: a start refuses then); release frees it
+ * just before a recvmsg that carries a descriptor (1 if it did; it holds
+ * a lock until lmp_fd_reserve_retake, which takes the slot back). */
+int lmp_fd_reserve(void);
+int lmp_fd_reserve_release(void);
+void lmp_fd_reserve_retake(void);
+
 /* 1 when the kernel has pidfd_open and waitid(P_PIDFD); 0 otherwise, or
  * when LUAMP_NO_PIDFD=1 forces the pipe fallback (used by the test suite). */
 int lmp_have_pidfd(void);

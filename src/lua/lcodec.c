@@ -76,6 +76,24 @@ int lmp_pushoserror(lua_State *L, const char *op, int err) {
     return 3;
 }
 
+lua_Integer lmp_checkrange(lua_State *L, int arg, lua_Integer lo, lua_Integer hi) {
+    lua_Integer v = luaL_checkinteger(L, arg);
+    if (v < lo || v > hi)
+        luaL_argerror(L, arg, lua_pushfstring(L, "%I out of range [%I, %I]", v, lo, hi));
+    return v;
+}
+
+const char *lmp_checkcstring(lua_State *L, int arg) {
+    size_t n;
+    const char *s = luaL_checklstring(L, arg, &n);
+    if (strlen(s) != n) luaL_argerror(L, arg, "string contains a zero byte");
+    return s;
+}
+
+const char *lmp_optcstring(lua_State *L, int arg, const char *dflt) {
+    return lua_isnoneornil(L, arg) ? dflt : lmp_checkcstring(L, arg);
+}
+
 double lmp_opttimeout(lua_State *L, int arg, double dflt) {
     if (lua_isnoneornil(L, arg)) return dflt;
     double t = luaL_checknumber(L, arg);

@@ -34,6 +34,14 @@ void lmp_ldecode_hooks(lua_State *L, const char *p, size_t n, int flags,
  * returns 3.  err is positive. */
 int lmp_pushoserror(lua_State *L, const char *op, int err);
 
+/* [-0, +0, v]  Values crossing into C are range-checked, never cut: an
+ * integer argument in [lo, hi] (raises "out of range" otherwise), and a
+ * string that C will see as a C string (raises on an embedded zero byte,
+ * which would silently cut it). */
+lua_Integer lmp_checkrange(lua_State *L, int arg, lua_Integer lo, lua_Integer hi);
+const char *lmp_checkcstring(lua_State *L, int arg);
+const char *lmp_optcstring(lua_State *L, int arg, const char *dflt);
+
 /* Timeout argument: nil -> dflt; a number; negative -> 0; math.huge or
  * beyond 1e9 -> forever (-1). */
 double lmp_opttimeout(lua_State *L, int arg, double dflt);

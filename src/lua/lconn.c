@@ -1,24 +1,36 @@
 /*
  * lconn.c - process.Pipe and its Connection objects.
  *
- * A Pipe is a socketpair (AF_UNIX, SOCK_STREAM, O_CLOEXEC): sockets rather
- * than pipes so that writing to a closed peer returns EPIPE (MSG_NOSIGNAL)
- * instead of killing the writer with SIGPIPE.  Pipe(false) shuts down one
- * direction of each end.  The descriptors are NOT tracked private fds: a
- * forked child inherits both ends, which is how a Pipe reaches it.
+ * A Pipe is a socketpair (AF_UNIX, SOCK_SEQPACKET, O_CLOEXEC): sockets
+ * rather than pipes so that writing to a closed peer returns EPIPE
+ * (MSG_NOSIGNAL) instead of killing the writer with SIGPIPE, and
+ * SOCK_SEQPACKET so that every message is one packet, sent and received
+ * whole by one system call: any number of processes may send on one end
+ * and receive on the other at once, and no message is ever split,
+ * interleaved or taken in part.  Pipe(false) shuts down one direction of
+ * each end.  The descriptors are NOT tracked private fds: a forked child
+ * inherits both ends, which is how a Pipe reaches it.
  *
- * Framing: every message is an 8-byte little-endian length, then that many
- * bytes: a codec message for send/recv, raw bytes for send_bytes/recv_bytes.
- * A message is written whole by one send (partial writes are continued), so
- * messages from one writer never interleave; two processes writing to the
- * same end at once must use a Queue instead.
+ * Framing: a packet is one tag byte, then
+ *   'I'  the message, inline (up to inline_max bytes, 32 KB at most);
+ *   'M'  nothing: a memfd passed with the packet (SCM_RIGHTS) holds it.
+ * A message is a codec message for send/recv, raw bytes for
+ * send_bytes/recv_bytes.  A larger message is thus one small packet
+ * whatever its size; the receiver frees the reserved descriptor slot
+ * (core/sys.h) for its memfd.  Nothing the peer sends is trusted: a
+ * packet of any other shape, a memfd that is not a regular file or is
+ * beyond MAX_FRAME, raises "corrupt message"; no length is read from the
+ * stream, so none can be desynchronised.
  * Uses: lcodec.h, core/sys.h.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -28,13 +40,20 @@
 #include "lconn.h"
 
 #define CONN "process.Connection"
-/* A frame longer than this is refused by the reader as corrupt. */
+/* A memfd message larger than this is refused by the reader as corrupt. */
 #define MAX_FRAME ((uint64_t)1 << 40)
+/* Messages up to this size travel inline (less where the socket buffer
+ * is small: a packet must fit it whole). */
+#define INLINE_MAX 32768
+/* Descriptors a packet may carry before it is refused (one is valid). */
+#define MAXFDS 8
 
 typedef struct Conn {
     int fd;
     int readable, writable;
-    lmp_buf buf; /* scratch for encoding and receiving, kept between calls */
+    size_t inline_max; /* set when fd is set (conn_setfd) */
+    size_t off;        /* where the received message starts in buf */
+    lmp_buf buf;       /* scratch for encoding and receiving, kept between calls */
 } Conn;
 
 /* Keep the scratch buffer between messages, unless a large one made it
@@ -50,75 +69,157 @@ static Conn *checkconn(lua_State *L) {
     return c;
 }
 
-/* Read exactly n bytes; returns n, fewer at EOF, or -errno. */
-static ssize_t read_all(int fd, char *p, size_t n) {
-    size_t got = 0;
-    while (got < n) {
-        ssize_t r = read(fd, p + got, n - got);
-        if (r == 0) break;
-        if (r < 0) {
-            if (errno == EINTR) continue;
-            return -errno;
-        }
-        got += (size_t)r;
-    }
-    return (ssize_t)got;
+static void conn_setfd(Conn *c, int fd) {
+    int sndbuf = 0;
+    socklen_t len = sizeof sndbuf;
+    c->fd = fd;
+    if (getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, &len) < 0) sndbuf = 0;
+    size_t room = (size_t)(sndbuf > 0 ? sndbuf : 0) / 4;
+    c->inline_max = room < INLINE_MAX ? room : INLINE_MAX;
 }
 
-/* Header and body go out in one sendmsg (continued while partial). */
-static int send_frame(lua_State *L, Conn *c, const char *p, size_t n, const char *op) {
-    unsigned char hdr[8];
-    for (int i = 0; i < 8; i++) hdr[i] = (unsigned char)((uint64_t)n >> (8 * i));
-    struct iovec iov[2] = {{hdr, 8}, {(void *)p, n}};
-    struct msghdr m = {.msg_iov = iov, .msg_iovlen = 2};
-    size_t left = 8 + n;
-    int rc = 0;
-    while (left > 0) {
-        ssize_t w = sendmsg(c->fd, &m, MSG_NOSIGNAL);
+/* A memfd holding n bytes at p; -1 and errno on failure. */
+static int memfd_of(const char *p, size_t n) {
+    int mfd = lmp_fd_hi(memfd_create("luamp-message", MFD_CLOEXEC));
+    if (mfd < 0) return -1;
+    for (size_t off = 0; off < n;) {
+        ssize_t w = write(mfd, p + off, n - off);
+        if (w < 0 && errno == EINTR) continue;
         if (w < 0) {
-            if (errno == EINTR) continue;
-            rc = -errno;
-            break;
+            int e = errno;
+            close(mfd);
+            errno = e;
+            return -1;
         }
-        left -= (size_t)w;
-        while (w > 0 && m.msg_iovlen > 0) { /* skip what went out */
-            size_t k = (size_t)w < m.msg_iov->iov_len ? (size_t)w : m.msg_iov->iov_len;
-            m.msg_iov->iov_base = (char *)m.msg_iov->iov_base + k;
-            m.msg_iov->iov_len -= k;
-            w -= (ssize_t)k;
-            if (m.msg_iov->iov_len == 0) m.msg_iov++, m.msg_iovlen--;
-        }
+        off += (size_t)w;
     }
-    if (rc < 0) return lmp_pushoserror(L, op, -rc);
+    return mfd;
+}
+
+/* One packet: the message inline, or its memfd. */
+static int send_frame(lua_State *L, Conn *c, const char *p, size_t n, const char *op) {
+    char tag = n <= c->inline_max ? 'I' : 'M';
+    struct iovec iov[2] = {{&tag, 1}, {(void *)p, n}};
+    struct msghdr m = {.msg_iov = iov, .msg_iovlen = tag == 'I' ? 2 : 1};
+    union {
+        struct cmsghdr h;
+        char space[CMSG_SPACE(sizeof(int))];
+    } u;
+    int mfd = -1;
+    if (tag == 'M') {
+        if ((mfd = memfd_of(p, n)) < 0) return lmp_pushoserror(L, op, errno);
+        memset(&u, 0, sizeof u);
+        m.msg_control = u.space;
+        m.msg_controllen = sizeof u.space;
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+        cm->cmsg_level = SOL_SOCKET;
+        cm->cmsg_type = SCM_RIGHTS;
+        cm->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(cm), &mfd, sizeof(int));
+    }
+    ssize_t w;
+    do w = sendmsg(c->fd, &m, MSG_NOSIGNAL);
+    while (w < 0 && errno == EINTR);
+    int e = errno;
+    if (mfd >= 0) close(mfd);
+    if (w < 0) return lmp_pushoserror(L, op, e);
     lua_pushboolean(L, 1);
     return 1;
 }
 
-/* Reads the next frame into c->buf (reset first); raises at EOF.  The
- * reads stop at the frame's end, so nothing of the next message is taken
- * from the socket: process.wait and poll see exactly what is pending. */
-static void recv_frame(lua_State *L, Conn *c, const char *op) {
+/* Copy a received memfd's content into c->buf and close it.  NULL, or
+ * what is wrong with it (raised by the caller once the slot is back). */
+static const char *read_memfd(Conn *c, int mfd) {
+    struct stat st;
+    const char *bad = NULL;
+    if (fstat(mfd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size < 0 ||
+        (uint64_t)st.st_size > MAX_FRAME)
+        bad = "corrupt message (the descriptor passed is not a message)";
+    size_t n = bad ? 0 : (size_t)st.st_size;
+    if (!bad && lmp_buf_reserve(&c->buf, n)) bad = "not enough memory";
+    for (size_t off = 0; !bad && off < n;) {
+        ssize_t r = pread(mfd, c->buf.data + off, n - off, (off_t)off);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) bad = "corrupt message (its memfd is shorter than it says)";
+        else off += (size_t)r;
+    }
+    close(mfd);
+    c->buf.len = n;
+    c->off = 0;
+    return bad;
+}
+
+/* Receive the next packet into c->buf (at c->off).  Returns 1, 0 when the
+ * peer has closed, or -errno (an OS refusal); raises on a corrupt packet. */
+static int recv_frame(lua_State *L, Conn *c) {
     if (!c->readable) luaL_error(L, "connection is write-only");
-    unsigned char hdr[8];
-    ssize_t r = read_all(c->fd, (char *)hdr, 8);
-    if (r < 0) {
-        lmp_pushoserror(L, op, (int)-r);
-        lua_error(L);
-    }
-    if (r == 0) luaL_error(L, "connection closed");
-    if (r < 8) luaL_error(L, "connection closed in the middle of a message");
-    uint64_t n = 0;
-    for (int i = 0; i < 8; i++) n |= (uint64_t)hdr[i] << (8 * i);
-    if (n > MAX_FRAME) luaL_error(L, "corrupt message: length %I", (lua_Integer)n);
     lmp_buf_reset(&c->buf);
-    if (lmp_buf_reserve(&c->buf, (size_t)n)) luaL_error(L, "not enough memory");
-    r = read_all(c->fd, c->buf.data, (size_t)n);
-    if (r < 0) {
-        lmp_pushoserror(L, op, (int)-r);
-        lua_error(L);
+    if (lmp_buf_reserve(&c->buf, INLINE_MAX + 1)) luaL_error(L, "not enough memory");
+    /* a memfd needs a free slot: peek at the tag (a peek without a
+     * control buffer receives no descriptor) and free the reserved one */
+    char tag;
+    ssize_t r;
+    do r = recv(c->fd, &tag, 1, MSG_PEEK);
+    while (r < 0 && errno == EINTR);
+    if (r < 0) return -errno;
+    if (r == 0) return 0;
+    int released = tag == 'M' ? lmp_fd_reserve_release() : 0;
+    union {
+        struct cmsghdr h;
+        char space[CMSG_SPACE(sizeof(int) * MAXFDS)];
+    } u;
+    struct iovec iov = {c->buf.data, INLINE_MAX + 1};
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.space,
+                       .msg_controllen = sizeof u.space};
+    /* not blocking while the slot is free: another reader may have taken
+     * the packet we peeked at; then peek again */
+    do r = recvmsg(c->fd, &m, MSG_CMSG_CLOEXEC | (released ? MSG_DONTWAIT : 0));
+    while (r < 0 && errno == EINTR);
+    int e = errno;
+    int fds[MAXFDS], nfds = 0;
+    for (struct cmsghdr *cm = r >= 0 ? CMSG_FIRSTHDR(&m) : NULL; cm; cm = CMSG_NXTHDR(&m, cm)) {
+        if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
+        size_t k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < k; i++) {
+            int fd;
+            memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof fd);
+            if (nfds < MAXFDS) fds[nfds++] = fd;
+            else close(fd);
+        }
     }
-    if ((uint64_t)r < n) luaL_error(L, "connection closed in the middle of a message");
-    c->buf.len = (size_t)n;
+    int mfd = -1;
+    if (r == 1 && nfds == 1 && c->buf.data[0] == 'M' && !(m.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
+        mfd = fds[0];
+        nfds = 0;
+    }
+    for (int i = 0; i < nfds; i++) close(fds[i]);
+    const char *bad = mfd >= 0 ? read_memfd(c, mfd) : NULL; /* closes mfd */
+    if (released) lmp_fd_reserve_retake();
+    if (bad) luaL_error(L, "%s", bad);
+    if (r < 0 && released && (e == EAGAIN || e == EWOULDBLOCK)) return recv_frame(L, c);
+    if (r < 0) return -e;
+    if (r == 0) return 0;
+    if (mfd >= 0) return 1;
+    if (m.msg_flags & MSG_CTRUNC) return -EMFILE; /* no slot: the memfd was dropped */
+    if (c->buf.data[0] != 'I' || nfds > 0 || (m.msg_flags & MSG_TRUNC))
+        luaL_error(L, "corrupt message (a packet of %d bytes, tag 0x%02x)", (int)r,
+                   (unsigned char)c->buf.data[0]);
+    c->buf.len = (size_t)r;
+    c->off = 1;
+    return 1;
+}
+
+/* recv's outcome: 1 message ready; otherwise the error convention: an OS
+ * refusal returns nil, "op: strerror", "ENAME"; the peer's close raises
+ * "connection closed" (Python's EOFError). */
+static int recv_or_fail(lua_State *L, Conn *c, const char *op) {
+    int rc = recv_frame(L, c);
+    if (rc == 0) luaL_error(L, "connection closed");
+    if (rc < 0) {
+        trim(c);
+        return lmp_pushoserror(L, op, -rc);
+    }
+    return 0;
 }
 
 /* conn:send(v) -> true | nil, err, ename */
@@ -133,11 +234,13 @@ static int conn_send(lua_State *L) {
     return n;
 }
 
-/* conn:recv() -> v; raises "connection closed" when the peer closed */
+/* conn:recv() -> v | nil, err, ename; raises "connection closed" when the
+ * peer closed */
 static int conn_recv(lua_State *L) {
     Conn *c = checkconn(L);
-    recv_frame(L, c, "recv");
-    lmp_ldecode(L, c->buf.data, c->buf.len, 0);
+    int n = recv_or_fail(L, c, "recv");
+    if (n) return n;
+    lmp_ldecode(L, c->buf.data + c->off, c->buf.len - c->off, 0);
     trim(c);
     return 1;
 }
@@ -152,8 +255,9 @@ static int conn_send_bytes(lua_State *L) {
 
 static int conn_recv_bytes(lua_State *L) {
     Conn *c = checkconn(L);
-    recv_frame(L, c, "recv_bytes");
-    lua_pushlstring(L, c->buf.data ? c->buf.data : "", c->buf.len);
+    int n = recv_or_fail(L, c, "recv_bytes");
+    if (n) return n;
+    lua_pushlstring(L, c->buf.data + c->off, c->buf.len - c->off);
     trim(c);
     return 1;
 }
@@ -201,6 +305,8 @@ static const luaL_Reg conn_methods[] = {
 static Conn *newconn(lua_State *L, int readable, int writable) {
     Conn *c = lua_newuserdatauv(L, sizeof *c, 0);
     c->fd = -1;
+    c->inline_max = 0;
+    c->off = 0;
     c->readable = readable;
     c->writable = writable;
     lmp_buf_init(&c->buf);
@@ -225,10 +331,10 @@ int lmp_open_pipe(lua_State *L) {
     Conn *a = newconn(L, 1, duplex);
     Conn *b = newconn(L, duplex, 1);
     int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0 || lmp_fd_hi2(sv) < 0)
         return lmp_pushoserror(L, "Pipe", errno);
-    a->fd = sv[0];
-    b->fd = sv[1];
+    conn_setfd(a, sv[0]);
+    conn_setfd(b, sv[1]);
     if (!duplex) {
         shutdown(sv[0], SHUT_WR);
         shutdown(sv[1], SHUT_RD);
@@ -247,5 +353,5 @@ int lmp_conn_fds(lua_State *L, int idx, int *fd, int *readable, int *writable) {
 
 void lmp_conn_push(lua_State *L, int fd, int readable, int writable) {
     Conn *c = newconn(L, readable, writable);
-    c->fd = fd;
+    conn_setfd(c, fd);
 }

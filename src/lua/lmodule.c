@@ -8,6 +8,7 @@
  */
 #include <string.h>
 
+#include "core/sys.h"
 #include "lauxlib.h"
 #include "lembed.h"
 #include "lpi.h"
@@ -33,6 +34,8 @@ static void run_embedded(lua_State *L, const char *name) {
 }
 
 LUAMP_API int luaopen_process(lua_State *L) {
+    lmp_fd_std_open(); /* no private descriptor of ours may land on 0-2 */
+    lmp_fd_reserve();  /* held from the start: see sys.h (retried at start) */
     lmp_open_core(L);
     run_embedded(L, "process");
     /* meson.build checks that LUAMP_VERSION is the project's version */

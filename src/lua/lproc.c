@@ -86,7 +86,7 @@ static int pop_wait(lua_State *L) {
 /* popen:signal(sig) -> true | nil, err, ename */
 static int pop_signal(lua_State *L) {
     lmp_child *c = checkchild(L, 1);
-    int sig = (int)luaL_checkinteger(L, 2);
+    int sig = (int)lmp_checkrange(L, 2, 0, NSIG - 1);
     int rc = lmp_child_signal(c, sig);
     if (rc == -ECHILD) return luaL_error(L, "can only signal a child process");
     if (rc < 0) return lmp_pushoserror(L, "signal", -rc);
@@ -177,11 +177,36 @@ void lmp_became_child(int result_w, int parent_r, pid_t parent_pid) {
     parent_pidfd = -1;
 }
 
+/* A forked child writes to copies of its parent's pages: one allocation
+ * there can cost a dozen page copies (malloc sorting the chunks the
+ * parent's collector freed).  Before fork, the parent makes sure that the
+ * child's way to an empty target and back (bootstrap, run, finish, exit:
+ * a few Lua calls deeper than start) finds its call records and stack
+ * slots already allocated.  Nested calls leave their CallInfo records in
+ * the state's list (the collector trims them only now and then). */
+#define CHILD_DEPTH 12
+static int warm_calls(lua_State *L) {
+    lua_Integer n = lua_tointeger(L, 1);
+    if (n > 0) {
+        lua_pushcfunction(L, warm_calls);
+        lua_pushinteger(L, n - 1);
+        lua_call(L, 1, 0);
+    }
+    return 0;
+}
+
+static void warm_child_path(lua_State *L) {
+    lua_checkstack(L, 8 * CHILD_DEPTH); /* stack slots for those frames */
+    lua_pushcfunction(L, warm_calls);
+    lua_pushinteger(L, CHILD_DEPTH);
+    lua_call(L, 1, 0);
+}
+
 /* core.start(method, daemon[, payload]) -> popen in the parent; true in
  * the child (fork); nil, err, ename when the OS refuses.  The payload
  * (spawn, forkserver) is released either way. */
 static int core_start(lua_State *L) {
-    const char *mname = luaL_checkstring(L, 1);
+    const char *mname = lmp_checkcstring(L, 1);
     lmp_payload pl;
     lmp_start_opts o = {.daemon = lua_toboolean(L, 2)};
     if (lmp_payload_get(L, 3, &pl)) o.payload = &pl;
@@ -192,6 +217,7 @@ static int core_start(lua_State *L) {
     Popen *p = lua_newuserdatauv(L, sizeof *p, 0); /* empty, safe to collect */
     p->c = NULL;
     luaL_setmetatable(L, POPEN);
+    if (m == &lmp_method_fork) warm_child_path(L); /* may raise: before any malloc */
     lmp_child *c = lmp_child_new();
     if (!c) return lmp_pushoserror(L, "start", ENOMEM);
     lmp_child_info info = {-1, -1, 0};
@@ -227,7 +253,11 @@ static int core_wait(lua_State *L) {
         lua_geti(L, 1, i + 1);
         int fd;
         if (lua_isinteger(L, -1)) {
-            fd = (int)lua_tointeger(L, -1);
+            lua_Integer v = lua_tointeger(L, -1);
+            if (v < 0 || v > INT_MAX) /* never poll a truncated alias */
+                return luaL_error(L, "bad argument #1 to 'wait' (object %d: descriptor %I out of range)",
+                                  (int)(i + 1), v);
+            fd = (int)v;
         } else {
             Popen *p = luaL_testudata(L, -1, POPEN);
             if (!p) return luaL_error(L, "bad object #%d to 'wait'", (int)(i + 1));
@@ -302,7 +332,8 @@ static int core_parent_sentinel(lua_State *L) {
         if (fd < 0 || getppid() != me.parent_pid) {
             if (fd >= 0) close(fd);
             int p[2];
-            if (pipe2(p, O_CLOEXEC) < 0) return lmp_pushoserror(L, "parent_process", errno);
+            if (pipe2(p, O_CLOEXEC) < 0 || lmp_fd_hi2(p) < 0)
+                return lmp_pushoserror(L, "parent_process", errno);
             close(p[1]);
             fd = p[0];
         }
@@ -326,7 +357,7 @@ static int core_call(lua_State *L) {
 }
 
 static int core_getpid(lua_State *L) {
-    lua_pushinteger(L, getpid());
+    lua_pushinteger(L, lmp_self()); /* cached: init.lua asks on every start and join */
     return 1;
 }
 
@@ -366,8 +397,8 @@ static int core_cpu_count(lua_State *L) {
 
 /* core.signame(15) -> "SIGTERM" (nil for an unknown number) */
 static int core_signame(lua_State *L) {
-    int s = (int)luaL_checkinteger(L, 1);
-    const char *n = s > 0 && s < NSIG ? sigabbrev_np(s) : NULL;
+    lua_Integer s = luaL_checkinteger(L, 1);
+    const char *n = s > 0 && s < NSIG ? sigabbrev_np((int)s) : NULL;
     if (!n) return 0;
     lua_pushfstring(L, "SIG%s", n);
     return 1;
@@ -380,11 +411,11 @@ static int core_have_pidfd(lua_State *L) {
 
 /* core.fault(op, ename, count): test hook, see lmp_fault_set. */
 static int core_fault(lua_State *L) {
-    const char *op = luaL_checkstring(L, 1);
-    const char *name = luaL_checkstring(L, 2);
+    const char *op = lmp_checkcstring(L, 1);
+    const char *name = lmp_checkcstring(L, 2);
     int err = lmp_errno(name);
     if (!err) return luaL_argerror(L, 2, "unknown errno name");
-    if (lmp_fault_set(op, err, (int)luaL_optinteger(L, 3, 1)) < 0)
+    if (lmp_fault_set(op, err, lua_isnoneornil(L, 3) ? 1 : (int)lmp_checkrange(L, 3, 0, INT_MAX)) < 0)
         return luaL_argerror(L, 1, "unknown operation");
     return 0;
 }

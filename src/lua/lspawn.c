@@ -147,7 +147,7 @@ static int core_payload(lua_State *L) {
     lmp_lencode_hooks(L, 2, b, "process", LMP_CODEC_FUNCTIONS, &hooks);
     h.nfds = (uint32_t)p->nfds;
     memcpy(b->data, &h, sizeof h);
-    int fd = memfd_create("luamp-payload", MFD_CLOEXEC);
+    int fd = lmp_fd_hi(memfd_create("luamp-payload", MFD_CLOEXEC));
     if (fd < 0) return lmp_pushoserror(L, "start", errno);
     size_t off = 0;
     while (off < b->len) {
@@ -230,9 +230,9 @@ static void keep_private(int fd) {
 /* core.spawned(result_fd, parent_fd, first_fd): a spawn child, right
  * after exec (see start/spawn.c for the descriptor layout). */
 static int core_spawned(lua_State *L) {
-    int res = (int)luaL_checkinteger(L, 1);
-    int par = (int)luaL_checkinteger(L, 2);
-    int first = (int)luaL_checkinteger(L, 3);
+    int res = (int)lmp_checkrange(L, 1, 0, INT_MAX);
+    int par = (int)lmp_checkrange(L, 2, -1, INT_MAX);
+    int first = (int)lmp_checkrange(L, 3, 0, INT_MAX);
     load(L, 3);
     keep_private(res);
     if (par >= 0) keep_private(par), keep_private(res + 1); /* + the death pipe */
@@ -355,7 +355,7 @@ static int core_getcwd(lua_State *L) {
 }
 
 static int core_chdir(lua_State *L) {
-    const char *p = luaL_checkstring(L, 1);
+    const char *p = lmp_checkcstring(L, 1);
     if (chdir(p) < 0) return lmp_pushoserror(L, "chdir", errno);
     lua_pushboolean(L, 1);
     return 1;
@@ -363,7 +363,7 @@ static int core_chdir(lua_State *L) {
 
 /* core.set_executable(path | nil), core.get_executable() */
 static int core_set_executable(lua_State *L) {
-    const char *p = luaL_optstring(L, 1, NULL);
+    const char *p = lmp_optcstring(L, 1, NULL);
     if (lmp_set_runner_path(p) < 0) return luaL_error(L, "not enough memory");
     return 0;
 }

@@ -19,6 +19,8 @@
  * daemonic children are terminated, the others joined.
  * Uses: luamp.h and the Lua C API only.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -377,7 +379,19 @@ static int child_main(lua_State *L) {
     return 1;
 }
 
+/* Descriptors 0-2 are stdio's: open /dev/null on any that is closed, so
+ * that nothing the runtime opens lands there (libuv and lua.c-style tools
+ * do the same; the library does it too at its first use). */
+static void std_fds_open(void) {
+    for (int fd = 0; fd < 3; fd++) {
+        if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF) continue;
+        int n = open("/dev/null", O_RDWR);
+        if (n >= 0 && n != fd) dup2(n, fd), close(n);
+    }
+}
+
 int main(int argc, char **argv) {
+    std_fds_open();
     /* --help and --version, as GNU tools have them (first), before a state */
     if (argc >= 2 && strcmp(argv[1], "--help") == 0) {
         usage(stdout);

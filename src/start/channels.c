@@ -35,9 +35,13 @@ int lmp_channels_open(lmp_channels *ch) {
     *ch = (lmp_channels){{-1, -1}, {-1, -1}, {-1, -1}, -1, lmp_have_pidfd()};
     int err = lmp_fault_hit("pipe");
     if (err) return err;
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ch->res) < 0 ||
-        (!ch->use_pidfd && (pipe2(ch->death, O_CLOEXEC) < 0 || pipe2(ch->par, O_CLOEXEC) < 0)) ||
-        (ch->use_pidfd && (ch->spare = fcntl(ch->res[0], F_DUPFD_CLOEXEC, 0)) < 0)) {
+    /* the slot collecting a large result needs (sys.h), before any child */
+    if ((err = lmp_fd_reserve()) < 0) return err;
+    /* none of them may land on 0-2 (lmp_fd_hi) */
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ch->res) < 0 || lmp_fd_hi2(ch->res) < 0 ||
+        (!ch->use_pidfd && (pipe2(ch->death, O_CLOEXEC) < 0 || lmp_fd_hi2(ch->death) < 0 ||
+                            pipe2(ch->par, O_CLOEXEC) < 0 || lmp_fd_hi2(ch->par) < 0)) ||
+        (ch->use_pidfd && (ch->spare = fcntl(ch->res[0], F_DUPFD_CLOEXEC, 3)) < 0)) {
         err = -errno;
         lmp_channels_close(ch);
         return err;
@@ -59,7 +63,7 @@ int lmp_channels_adopt(lmp_channels *ch, lmp_reg *r, lmp_child *c, pid_t pid, in
             return sentinel;
         }
     }
-    fcntl(ch->res[0], F_SETFL, O_NONBLOCK);
+    /* no O_NONBLOCK needed: the result is read with MSG_DONTWAIT */
     c->pid = pid;
     c->sentinel = sentinel;
     c->is_pidfd = ch->use_pidfd;

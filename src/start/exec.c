@@ -133,6 +133,15 @@ static pthread_mutex_t path_lock = PTHREAD_MUTEX_INITIALIZER;
 static char *set_path;   /* lmp_set_runner_path */
 static char *found_path; /* the search's answer, once */
 
+/* Around every fork (a host's own too): taken by the forking thread, so
+ * the child inherits it free and the paths whole (see sys.c). */
+static void path_atfork_prepare(void) { pthread_mutex_lock(&path_lock); }
+static void path_atfork_parent(void) { pthread_mutex_unlock(&path_lock); }
+static void path_atfork_child(void) { pthread_mutex_init(&path_lock, NULL); }
+__attribute__((constructor)) static void path_install_atfork(void) {
+    pthread_atfork(path_atfork_prepare, path_atfork_parent, path_atfork_child);
+}
+
 int lmp_set_runner_path(const char *path) {
     char *p = NULL;
     if (path && !(p = strdup(path))) return -ENOMEM;

@@ -42,7 +42,7 @@ static int fork_start(lmp_reg *r, lmp_child *c, const lmp_start_opts *o, lmp_chi
     lmp_channels ch;
     int err = lmp_channels_open(&ch);
     if (err) return err;
-    pid_t parent = getpid();
+    pid_t parent = lmp_self();
     fflush(NULL);
     sigset_t all, old;
     sigfillset(&all);
@@ -60,6 +60,7 @@ static int fork_start(lmp_reg *r, lmp_child *c, const lmp_start_opts *o, lmp_chi
         if (ch.spare >= 0) close(ch.spare);
         if (!ch.use_pidfd) close(ch.death[0]), close(ch.par[1]);
         lmp_reg_after_fork(-1);
+        lmp_fd_std_open(); /* the target's stdio never lands on our channels */
         lmp_signals_reset(); /* handlers to default, then unblock all */
         if (o->daemon) {
             prctl(PR_SET_PDEATHSIG, SIGKILL);

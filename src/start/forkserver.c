@@ -10,6 +10,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -18,6 +20,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/random.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -108,20 +111,34 @@ static void check_alive_locked(void) {
     if (poll(&pf, 1, 0) > 0 && (pf.revents & (POLLHUP | POLLERR | POLLIN))) drop_server_locked();
 }
 
+/* The listening socket's address: in the abstract namespace (Linux), so
+ * nothing is ever created on disk and nothing is left behind however the
+ * owner ends; a random name, and the server refuses any peer of another
+ * uid (SO_PEERCRED). */
+static socklen_t server_addr(struct sockaddr_un *sa) {
+    uint64_t rnd[2] = {0, 0};
+    if (getrandom(rnd, sizeof rnd, GRND_NONBLOCK) != (ssize_t)sizeof rnd) {
+        rnd[0] ^= (uint64_t)lmp_now() * 1000000007u;
+        rnd[1] ^= (uint64_t)(uintptr_t)&rnd;
+    }
+    *sa = (struct sockaddr_un){.sun_family = AF_UNIX};
+    int n = snprintf(sa->sun_path + 1, sizeof sa->sun_path - 1, "luamp-forkserver-%ld-%016llx%016llx",
+                     (long)getpid(), (unsigned long long)rnd[0], (unsigned long long)rnd[1]);
+    return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n);
+}
+
 static int start_server_locked(void) {
-    char dir[80]; /* TMPDIR (<= 64) + "/luamp-XXXXXX"; + "/forkserver" fits sun_path */
-    const char *tmp = getenv("TMPDIR");
-    if (!tmp || !*tmp || strlen(tmp) > 64) tmp = "/tmp";
-    snprintf(dir, sizeof dir, "%s/luamp-XXXXXX", tmp);
-    if (!mkdtemp(dir)) return -errno; /* mode 0700 */
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    snprintf(sa.sun_path, sizeof sa.sun_path, "%s/forkserver", dir);
+    struct sockaddr_un sa;
+    socklen_t salen = 0;
     int err = 0, lfd = -1, conn = -1, alive[2] = {-1, -1};
     pid_t pid = -1;
-    lfd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-    if (lfd < 0 || bind(lfd, (struct sockaddr *)&sa, sizeof sa) < 0 ||
-        chmod(sa.sun_path, 0600) < 0 || listen(lfd, 16) < 0 ||
-        pipe2(alive, O_CLOEXEC) < 0) {
+    int bound = -1;
+    lfd = lmp_fd_hi(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+    for (int tries = 0; lfd >= 0 && tries < 8; tries++) { /* a name taken: another */
+        salen = server_addr(&sa);
+        if ((bound = bind(lfd, (struct sockaddr *)&sa, salen)) == 0 || errno != EADDRINUSE) break;
+    }
+    if (lfd < 0 || bound < 0 || listen(lfd, 16) < 0 || pipe2(alive, O_CLOEXEC) < 0 || lmp_fd_hi2(alive) < 0) {
         err = -errno;
         goto out;
     }
@@ -136,8 +153,8 @@ static int start_server_locked(void) {
         goto out;
     }
     /* the listening socket is ready: connect() completes at once */
-    conn = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-    if (conn < 0 || connect(conn, (struct sockaddr *)&sa, sizeof sa) < 0) {
+    conn = lmp_fd_hi(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+    if (conn < 0 || connect(conn, (struct sockaddr *)&sa, salen) < 0) {
         err = -errno;
         close(alive[1]);
         alive[1] = -1;
@@ -157,12 +174,10 @@ out:
     if (conn >= 0) close(conn);
     if (alive[0] >= 0) close(alive[0]);
     if (alive[1] >= 0) close(alive[1]);
-    unlink(sa.sun_path);
-    rmdir(dir);
     return err;
 }
 
-/* Send the request; -EPIPE when the server is gone (nothing was sent). */
+/* Send the request; 0 or -errno (EPIPE, ECONNRESET...: the server is gone). */
 static int send_request(const int *fds, int nfds, int daemon) {
     struct lmp_fs_request rq = {LMP_FS_MAGIC, (uint32_t)daemon};
     struct iovec iov = {&rq, sizeof rq};
@@ -181,7 +196,7 @@ static int send_request(const int *fds, int nfds, int daemon) {
     ssize_t n;
     do n = sendmsg(fs.conn, &m, MSG_NOSIGNAL);
     while (n < 0 && errno == EINTR);
-    if (n < 0) return errno == ECONNRESET || errno == ENOTCONN ? -EPIPE : -errno;
+    if (n < 0) return -errno;
     return 0;
 }
 
@@ -191,10 +206,11 @@ static int read_reply(pid_t *pid, int *pidfd) {
     struct iovec iov = {&r, sizeof r};
     union {
         struct cmsghdr h;
-        char buf[CMSG_SPACE(sizeof(int))];
+        char buf[CMSG_SPACE(sizeof(int) * 4)];
     } ctl;
     struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
                        .msg_controllen = sizeof ctl.buf};
+    *pidfd = -1;
     /* The server replies right after its fork: a server that does not
      * within this time is stuck (stopped, say) and is replaced. */
     struct pollfd pf = {.fd = fs.conn, .events = POLLIN};
@@ -204,26 +220,94 @@ static int read_reply(pid_t *pid, int *pidfd) {
     ssize_t n;
     do n = recvmsg(fs.conn, &m, MSG_CMSG_CLOEXEC);
     while (n < 0 && errno == EINTR);
-    *pidfd = -1;
-    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-    if (n > 0 && c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
-        memcpy(pidfd, CMSG_DATA(c), sizeof(int));
-    if (n != (ssize_t)sizeof r) {
+    int e = errno, nfds = 0;
+    for (struct cmsghdr *c = n > 0 ? CMSG_FIRSTHDR(&m) : NULL; c; c = CMSG_NXTHDR(&m, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        for (size_t k = 0; k < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); k++) {
+            int fd;
+            memcpy(&fd, CMSG_DATA(c) + k * sizeof(int), sizeof fd);
+            if (nfds++ == 0) *pidfd = lmp_fd_hi(fd);
+            else close(fd); /* one at most: nothing a peer sends is trusted */
+        }
+    }
+    if (n < 0) return -e;
+    if (n == 0) return -ECONNRESET; /* the server died meanwhile */
+    if (n != (ssize_t)sizeof r || nfds > 1 || (m.msg_flags & MSG_TRUNC)) {
         if (*pidfd >= 0) close(*pidfd);
-        return n < 0 ? -errno : -ECONNRESET; /* the server died meanwhile */
+        *pidfd = -1;
+        return -EPROTO;
     }
     if (r.err) {
         if (*pidfd >= 0) close(*pidfd);
-        return -r.err;
+        *pidfd = -1;
+        return r.err > 0 && r.err < 4096 ? -r.err : -EPROTO;
     }
     *pid = r.pid;
+    return 0;
+}
+
+/* The parent pid of pid from /proc/PID/stat, the cheapest file that has
+ * it: "pid (comm) state ppid ..." (0 if it cannot be read: gone). */
+static pid_t ppid_of(pid_t pid) {
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%ld/stat", (long)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return 0;
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')'); /* comm may hold anything but ends there */
+    return p && p[1] == ' ' && p[2] && p[3] == ' ' ? (pid_t)strtol(p + 4, NULL, 10) : 0;
+}
+
+/* The pid a pidfd refers to (fdinfo "Pid:"): -1 once it has ended, 0 if
+ * unknown (an older kernel, or not a pidfd). */
+static pid_t pid_of_pidfd(int pidfd) {
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/self/fdinfo/%d", pidfd);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return 0;
+    buf[n] = '\0';
+    const char *p = strstr(buf, "\nPid:");
+    return p ? (pid_t)strtol(p + 5, NULL, 10) : 0;
+}
+
+/* Nothing a peer sends is trusted, the server's reply included: the pid
+ * must be a child of the server (so kill() of it can only reach the
+ * child), and the pidfd must refer to that pid.  A child that has ended
+ * and been reaped already cannot be checked, nor signalled: accepted.
+ * 0 or -EPROTO. */
+static int check_reply(pid_t pid, int pidfd) {
+    if (pid <= 1 || pid == getpid() || pid == fs.pid) return -EPROTO;
+    if (pidfd >= 0) {
+        pid_t of = pid_of_pidfd(pidfd);
+        if (of > 0 && of != pid) return -EPROTO;
+        int rc = of == 0 ? lmp_pidfd_send_signal(pidfd, 0) : 0; /* a pidfd at all? */
+        if (rc < 0 && rc != -ESRCH) return -EPROTO;
+    }
+    pid_t pp = ppid_of(pid);
+    if (pp != 0 && pp != fs.pid) return -EPROTO;
     return 0;
 }
 
 static void close2(int p[2]) {
     if (p[0] >= 0) close(p[0]);
     if (p[1] >= 0) close(p[1]);
+    p[0] = p[1] = -1;
 }
+
+/* The connection died (the server was killed, crashed, or closed it):
+ * the start is tried again with a new server. */
+static int dead_connection(int err) {
+    return err == -EPIPE || err == -ECONNRESET || err == -ENOTCONN || err == -ECONNREFUSED ||
+           err == -ECONNABORTED;
+}
+
+#define FS_ATTEMPTS 3
 
 static int fs_start(lmp_reg *r, lmp_child *c, const lmp_start_opts *o, lmp_child_info *info) {
     (void)info;
@@ -231,15 +315,9 @@ static int fs_start(lmp_reg *r, lmp_child *c, const lmp_start_opts *o, lmp_child
     if (!pl || pl->nfds > 253 - LMP_FS_FIXED) return -EINVAL;
     int err = lmp_fault_hit("pipe");
     if (err) return err;
+    /* the slot collecting a large result needs (sys.h), before any child */
+    if ((err = lmp_fd_reserve()) < 0) return err;
     int res[2] = {-1, -1}, status[2] = {-1, -1}, par[2] = {-1, -1};
-    /* status: a socket, so that the exit code can be peeked at and stays
-     * there: the sentinel remains readable after the reap, as a pidfd does */
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, res) < 0 ||
-        socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, status) < 0) {
-        err = -errno;
-        close2(res), close2(status);
-        return err;
-    }
     pthread_once(&atfork_once, install_atfork);
     pthread_mutex_lock(&fs_lock);
     check_alive_locked();
@@ -250,39 +328,57 @@ static int fs_start(lmp_reg *r, lmp_child *c, const lmp_start_opts *o, lmp_child
         if (fs.self_fd < 0 && (fs.self_fd = lmp_pidfd_open(getpid())) >= 0) lmp_fd_track(fs.self_fd);
         parent_fd = fs.self_fd;
         if (parent_fd < 0) err = parent_fd;
-    } else if (pipe2(par, O_CLOEXEC) < 0) {
+    } else if (pipe2(par, O_CLOEXEC) < 0 || lmp_fd_hi2(par) < 0) {
         err = -errno;
     } else {
         parent_fd = par[0];
     }
-    for (int attempt = 0; !err && attempt < 2; attempt++) {
+    pid_t pid = 0;
+    int pidfd = -1;
+    /* A server that dies before, while or after it reads the request is
+     * replaced and the request sent again (its children die with it, see
+     * fs_server.c): each attempt with channels of its own, so nothing a
+     * child of the dead server did can reach the next one. */
+    for (int attempt = 0, setup_err = err; !setup_err && attempt < FS_ATTEMPTS; attempt++) {
+        err = 0;
+        close2(res), close2(status);
+        /* status: a socket, so that the exit code can be peeked at and
+         * stays there: the sentinel remains readable after the reap, as a
+         * pidfd does */
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, res) < 0 || lmp_fd_hi2(res) < 0 ||
+            socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, status) < 0 || lmp_fd_hi2(status) < 0) {
+            err = -errno;
+            break;
+        }
         if (!mine() && (err = start_server_locked()) < 0) break;
         int fds[253];
         fds[0] = pl->fd, fds[1] = res[1], fds[2] = status[1], fds[3] = parent_fd;
-        memcpy(fds + LMP_FS_FIXED, pl->fds, sizeof(int) * (size_t)pl->nfds);
+        if (pl->nfds > 0) memcpy(fds + LMP_FS_FIXED, pl->fds, sizeof(int) * (size_t)pl->nfds);
         err = lmp_fault_hit("fork");
         if (!err) err = send_request(fds, LMP_FS_FIXED + pl->nfds, o->daemon);
-        if (err == -EPIPE) { /* it died before reading: restart, once */
+        if (!err) err = read_reply(&pid, &pidfd);
+        if (!err && (err = check_reply(pid, pidfd)) < 0) {
+            /* a server that lies is not used again: replaced next time */
+            if (pidfd >= 0) close(pidfd);
+            pidfd = -1;
             drop_server_locked();
-            err = -ECONNRESET; /* if the second attempt fails the same way */
-            continue;
+            break;
         }
+        if (dead_connection(err)) {
+            drop_server_locked();
+            continue; /* err stays set if this was the last attempt */
+        }
+        /* stuck mid-request: replaced at the next start */
+        if (err == -ETIMEDOUT || err == -EPROTO) drop_server_locked();
         break;
     }
-    pid_t pid = 0;
-    int pidfd = -1;
-    if (!err) {
-        err = read_reply(&pid, &pidfd);
-        /* gone or stuck mid-request: replaced at the next start (a child
-         * it may have forked reports 255, like the others in flight) */
-        if (err == -ECONNRESET || err == -ETIMEDOUT) drop_server_locked();
-    }
     pthread_mutex_unlock(&fs_lock);
-    close(res[1]);
-    close(status[1]);
+    if (res[1] >= 0) close(res[1]);
+    if (status[1] >= 0) close(status[1]);
     if (par[0] >= 0) close(par[0]);
     if (err) {
-        close(res[0]), close(status[0]);
+        if (res[0] >= 0) close(res[0]);
+        if (status[0] >= 0) close(status[0]);
         if (par[1] >= 0) close(par[1]);
         return err;
     }

@@ -6,22 +6,29 @@
  * `--luamp-forkserver` mode) and the owner's clean-up; the client side is
  * lmp_method_forkserver (method.h).
  *
- * Protocol.  The owner creates a private directory (mkdtemp, 0700) holding
- * a SOCK_SEQPACKET unix socket (0600), starts the server with the
+ * Protocol.  The owner binds a SOCK_SEQPACKET unix socket in the abstract
+ * namespace under a random name (nothing is created on disk, so nothing
+ * is left behind however the owner ends), starts the server with the
  * listening socket at descriptor 3 and the read end of an "alive" pipe at
- * 4, connects, and removes the socket and the directory at once: no file
- * outlives the connection.  The server refuses a peer whose uid differs
- * from its own (SO_PEERCRED).  A request is one message:
+ * 4, and connects.  The server refuses a peer whose uid differs from its
+ * own (SO_PEERCRED).  A request is one message:
  *     struct lmp_fs_request  +  SCM_RIGHTS: payload memfd, result channel
  *     (write end), status socket (one end), parent sentinel, then the
  *     payload's own descriptors
  * and the reply one message:
  *     struct lmp_fs_reply  +  SCM_RIGHTS: a pidfd of the child (if any)
+ * The owner trusts no reply: the pid must be > 1 and a child of the
+ * server (/proc/PID/status PPid), the pidfd must refer to it (fdinfo);
+ * otherwise the start fails with EPROTO and the server is replaced.  A
+ * connection that dies before the reply (the server was killed) is
+ * retried with a new server.
  * The server sends the child's exit status (an int: n, or -signum) on the
  * status socket once it has reaped it, and closes it; the other end is the
- * owner's sentinel.  When the owner ends, the alive pipe reads
- * EOF and the server exits; daemonic children die with it
- * (PR_SET_PDEATHSIG), the others run to their end.
+ * owner's sentinel.  Every child dies with the server (PR_SET_PDEATHSIG),
+ * so none outlives it unkillable; a child whose server died reports 255
+ * once its pidfd says it is gone.  When the owner ends, the alive pipe
+ * reads EOF: the server kills its daemonic children, waits for the others
+ * to end (as fork children of a killed owner run on), and exits.
  * Uses: core/sys.h, exec.h.  Must never: include lua.h.
  */
 #ifndef LMP_FORKSERVER_H

@@ -27,6 +27,7 @@
 typedef struct kid {
     pid_t pid;
     int status_w;
+    int daemon;
 } kid;
 
 typedef struct server {
@@ -109,10 +110,14 @@ static void become_child(server *s, int daemon, pid_t server_pid) {
     free(s->kids);
     if (!s->sigint_ignored) signal(SIGINT, SIG_DFL);
     lmp_signals_reset(); /* and unblocks every signal */
-    if (daemon) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != server_pid) raise(SIGKILL);
-    }
+    /* Every child dies with the server, daemon or not: its exit status
+     * and its signals go through the server, and without it the child
+     * could neither be reported nor reliably signalled.  (When the owner
+     * ends, the server kills the daemons and stays until the others have
+     * ended: see lmp_forkserver_serve.) */
+    (void)daemon;
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != server_pid) raise(SIGKILL); /* it died before the flag was set */
 }
 
 /* One request on conn.  Returns 1 in the child, 0 in the server, -1 when
@@ -182,7 +187,7 @@ static int handle(server *s, int conn, lmp_served *out) {
         memcpy(out->fds, fds + LMP_FS_FIXED, sizeof(int) * (size_t)out->nfds);
         return 1;
     }
-    s->kids[s->nkids++] = (kid){pid, fds[2]};
+    s->kids[s->nkids++] = (kid){pid, fds[2], rq.daemon != 0};
     fds[2] = -1;
     int pidfd = lmp_have_pidfd() ? lmp_pidfd_open(pid) : -1;
     close_all(fds, nfds);
@@ -227,11 +232,24 @@ int lmp_forkserver_serve(int listen_fd, int alive_fd, lmp_served *out) {
             if (s.conn[i] >= 0) s.conn[k++] = s.conn[i];
         s.nconn = k;
     }
-    /* Children still running keep going (daemons die with us); their
-     * exit statuses have nobody left to read them. */
+    /* The owner has ended (killed, or its clean-up is done): daemons end
+     * with it, as under fork; the others run to their end, which the
+     * server waits for (they die with it, so it must outlive them), then
+     * it goes.  Their exit statuses have nobody left to read them. */
+    close(s.lfd);
+    s.lfd = -1;
+    close_all(s.conn, s.nconn);
+    s.nconn = 0;
+    for (size_t i = 0; i < s.nkids; i++)
+        if (s.kids[i].daemon) kill(s.kids[i].pid, SIGKILL); /* unreaped: ours */
+    for (;;) {
+        reap_all(&s);
+        if (s.nkids == 0) break;
+        struct pollfd pf = {.fd = s.sfd, .events = POLLIN};
+        if (lmp_poll(&pf, 1, -1) < 0) break;
+    }
     for (size_t i = 0; i < s.nkids; i++) close(s.kids[i].status_w);
     free(s.kids);
-    close_all(s.conn, s.nconn);
     close(s.sfd);
     return 0;
 }
