@@ -225,11 +225,13 @@ describe("the forkserver", function()
     assert(require("lfs").mkdir(tmp))
     for i = 1, 10 do
       -- the kill lands somewhere in the server's start (0-9 ms in)
-      H.run("(sleep 0.00" .. (i - 1) .. "; kill -KILL $$) & TMPDIR=" .. tmp .. " exec " .. H.luamp .. " -e " .. H.q([[
+      -- the owner runs in the background and is killed by its own pid ($!),
+      -- so no kill can miss it and leave it looping
+      H.run("TMPDIR=" .. tmp .. " " .. H.luamp .. " -e " .. H.q([[
         local process = require "process"
         local ctx = process.get_context("forkserver")
         while true do assert(ctx.Process{target = function() end}:start()):join() end
-      ]]))
+      ]]) .. " & pid=$!; sleep 0.00" .. (i - 1) .. "; kill -KILL $pid; wait $pid")
     end
     local left = {}
     for name in require("lfs").dir(tmp) do
