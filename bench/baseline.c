@@ -44,7 +44,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <linux/futex.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
 #include <sys/resource.h>

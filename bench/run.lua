@@ -662,6 +662,30 @@ if want("pool") then
     nil, nil, nil, ">= 0.95")
 end
 
+-- process.mpi (issue 12): one job of 3 ranks (rank 0 + 2 serving ranks)
+-- runs bench/mpi_bench.lua, which times the MPI Pool and a local Pool of
+-- 2 workers in alternating rounds.  The Open MPI settings are the test
+-- wrapper's (root in a container, shared memory only).
+local mpi_so = opts.build .. "/src/mpi/process/mpi.so"
+if want("mpi") and have("mpiexec") and io.open(mpi_so) then
+  local env = ("LUA_CPATH='%s/?.so;%s/src/mpi/?.so;;' OMPI_MCA_rmaps_base_oversubscribe=1 "):format(opts.build,
+    opts.build) .. "OMPI_MCA_btl=self,vader OMPI_MCA_btl_vader_single_copy_mechanism=none "
+  if sh("id -u"):match("^0") then env = env .. "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 " end
+  local out = sh(env .. "timeout 600 mpiexec -n 3 " .. opts.build .. "/luamp -l process.mpi " .. here ..
+    "/mpi_bench.lua" .. (opts.quick and " --quick" or "") .. " 2>/dev/null")
+  local v = {}
+  for k, x in out:gmatch("(%S+) (%S+)") do v[k] = tonumber(x) end
+  if v.pi_mpi and v.pi_local then
+    row("mpi", ("pi, N = %.0e, 2 serving ranks vs 2 local Pool workers"):format(v.pi_terms), v.pi_mpi, "s",
+      v.pi_local, "local Pool", v.pi_mpi / v.pi_local, "<= 1.2x")
+    row("mpi", "apply round trip, small task", v.rt_mpi * 1e6, "us", v.rt_local * 1e6, "local Pool",
+      v.rt_mpi / v.rt_local, "report")
+    row("mpi", "rank 0 CPU while waiting 2 s on a task", v.idle_cpu * 100, "%", nil, nil, nil, "no spinning")
+  else
+    row("mpi", "process.mpi job failed", nil, "", nil, nil, nil, "")
+  end
+end
+
 if opts.json then
   local cjson = require "cjson"
   print(cjson.encode(rows))

@@ -3,7 +3,9 @@
 -- of lua/process/pool.lua) and the front end that checks Pool's options.
 --
 -- Each worker is a Process (of the pool's start method) with its own
--- duplex Pipe: tasks go down it, replies come up.  The parent's end and
+-- channel (core.pool_channel: a stream socketpair carrying length-framed
+-- messages, so one recv takes every reply waiting): tasks go down it,
+-- replies come up.  The parent's end and
 -- the worker's sentinel are what the pool waits on.  Workers are started
 -- as daemons, which gives them what luamp already guarantees daemons
 -- under every start method: PR_SET_PDEATHSIG (they die with the owner,
@@ -15,6 +17,7 @@ local process = require "process"
 local P = require "process.pool"
 
 local type, error, fmt = type, error, string.format
+local sendframe = core.pool_sendframe
 
 local L = {}
 
@@ -31,10 +34,10 @@ local function worker_main(conn, initializer, initargs)
   rawset(process.current_process(), "_daemon", false)
   for c in pairs(parent_ends) do pcall(c.close, c) end
   local err = P.initialize(initializer, initargs)
-  local ok = conn:send_bytes(P.ready_message(err))
+  local fd = conn:fileno()
+  local ok = sendframe(fd, P.ready_message(err))
   if err ~= nil or not ok then os.exit(1) end
   local st = P.worker_state()
-  local fd = conn:fileno()
   local reader = core.pool_reader(fd)
   local inbox, ih, it = {}, 1, 0
   local frames, eof = {}, false
@@ -63,7 +66,7 @@ local function worker_main(conn, initializer, initargs)
       local msg = inbox[ih]
       inbox[ih] = nil
       ih = ih + 1
-      if not conn:send_bytes(handle(msg, st)) then break end
+      if not sendframe(fd, handle(msg, st)) then break end
     end
   end
   conn:close()
@@ -93,7 +96,7 @@ function L.backend(ctx, initializer, initargs)
 end
 
 function Backend:start()
-  local a, b, ename = process.Pipe()
+  local a, b, ename = core.pool_channel()
   if not a then return nil, b, ename end
   self.count = self.count + 1
   parent_ends[a] = true
@@ -120,10 +123,10 @@ local spack = string.pack
 
 function Backend:send(h, msgs)
   if h.eof or h.retired then return nil end
-  if #msgs == 1 then return h.conn:send_bytes(msgs[1]) end
+  if #msgs == 1 then return sendframe(h.fd, msgs[1]) end
   local parts = {}
   for i, m in ipairs(msgs) do
-    parts[2 * i - 1] = spack("<I8", #m) -- the Connection's framing
+    parts[2 * i - 1] = spack("<I8", #m) -- the channel's framing (pool_sendframe)
     parts[2 * i] = m
   end
   return core.pool_send(h.fd, table.concat(parts))

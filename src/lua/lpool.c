@@ -4,9 +4,9 @@
  * the Lua code of a pool's blocking call at once, instead of after the
  * wait's timeout), and SIGINT ignored in pool workers.
  *
- * And a reader for a worker's channel that takes every frame waiting in
- * one recv (the framing is lconn.c's: 8-byte little-endian length, then
- * the bytes), never blocks, and keeps a partial frame for later, so a
+ * And a worker's channel (pool_channel, a stream socketpair), its writer
+ * (pool_sendframe) and a reader that takes every frame waiting in one
+ * recv (8-byte little-endian length, then the bytes), never blocks, and keeps a partial frame for later, so a
  * large reply arriving slowly never stalls the pool's other work.
  *
  * Added to the core table by lmp_open_pool (lmodule.c); the Lua side is
@@ -20,12 +20,14 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "core/buf.h"
 #include "core/sys.h"
 #include "lauxlib.h"
 #include "lcodec.h"
+#include "lconn.h"
 #include "lpool.h"
 
 /* core.pool_wait(fds, timeout) -> list of the indexes of the ready
@@ -179,6 +181,52 @@ static int pool_send(lua_State *L) {
     return 1;
 }
 
+/* core.pool_sendframe(fd, bytes): one frame (the 8-byte little-endian
+ * length, then bytes) written whole, blocking, in one system call when
+ * the socket takes it; true, or nil, err, ename. */
+static int pool_sendframe(lua_State *L) {
+    int fd = (int)luaL_checkinteger(L, 1);
+    size_t n;
+    const char *p = luaL_checklstring(L, 2, &n);
+    unsigned char h[8];
+    for (int i = 0; i < 8; i++) h[i] = (unsigned char)((uint64_t)n >> (8 * i));
+    struct iovec iov[2] = {{h, 8}, {(void *)p, n}};
+    struct msghdr m = {.msg_iov = iov, .msg_iovlen = 2};
+    while (m.msg_iovlen > 0) {
+        ssize_t w = sendmsg(fd, &m, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return lmp_pushoserror(L, "send", errno);
+        }
+        while (m.msg_iovlen > 0 && (size_t)w >= m.msg_iov->iov_len) { /* drop what went */
+            w -= (ssize_t)m.msg_iov->iov_len;
+            m.msg_iov++;
+            m.msg_iovlen--;
+        }
+        if (m.msg_iovlen > 0) {
+            m.msg_iov->iov_base = (char *)m.msg_iov->iov_base + w;
+            m.msg_iov->iov_len -= (size_t)w;
+        }
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* core.pool_channel() -> a, b: a pool's private channel to one worker, a
+ * SOCK_STREAM socketpair framed by the pool itself (pool_sendframe,
+ * pool_send, pool_reader), so one recv takes every frame waiting.  Its
+ * ends are Connections only so that one travels to a worker under every
+ * start method; their send/recv (one packet a message, for SOCK_SEQPACKET
+ * Pipes) are never used on it.  Or nil, err, ename. */
+static int pool_channel(lua_State *L) {
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0 || lmp_fd_hi2(sv) < 0)
+        return lmp_pushoserror(L, "Pipe", errno);
+    lmp_conn_push(L, sv[0], 1, 1);
+    lmp_conn_push(L, sv[1], 1, 1);
+    return 2;
+}
+
 /* This process's pid without a system call: cached, and forgotten in a
  * forked child (pthread_atfork).  A pool checks it on every call (a pool
  * belongs to the process that made it). */
@@ -299,6 +347,8 @@ static const luaL_Reg pool_funcs[] = {
     {"pool_ignore_sigint", pool_ignore_sigint},
     {"pool_reader", reader_new},
     {"pool_send", pool_send},
+    {"pool_sendframe", pool_sendframe},
+    {"pool_channel", pool_channel},
     {NULL, NULL}};
 
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
