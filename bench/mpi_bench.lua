@@ -10,7 +10,7 @@ local pi = require "process.pi"
 local mpi = require "process.mpi"
 
 local quick = arg[1] == "--quick"
-local now = process._now
+local now = require("process.internal").now
 
 local function median(v)
   table.sort(v)

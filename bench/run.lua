@@ -24,7 +24,7 @@ do
   end
 end
 
-local now = process._now
+local now = require("process.internal").now
 local here = arg[0]:match("^(.*)/[^/]*$") or "."
 local baseline = opts.build .. "/bench/baseline"
 local function have(cmd) return os.execute("command -v " .. cmd .. " >/dev/null 2>&1") end
@@ -344,7 +344,8 @@ if want("codec") then
   local floats = {}
   for i = 1, 131072 do floats[i] = i * 1.000001 end -- 1 MB of doubles
   local mb = 1
-  local enc, dec = process._encode, process._decode
+  local internal = require "process.internal"
+  local enc, dec = internal.encode, internal.decode
   local bytes = enc(floats)
   -- enc(v, false, true) encodes and returns the size only: no copy into a
   -- Lua string, so this measures the codec alone

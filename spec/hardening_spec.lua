@@ -187,7 +187,7 @@ describe("the forkserver", function()
   it("takes its children with it when it dies: none runs on unkillable", function()
     local p = ctx.Process{target = function() while true do end end}
     assert(p:start())
-    local server = assert(process._forkserver_pid())
+    local server = assert(require("process.internal").forkserver_pid())
     os.execute("kill -KILL " .. server)
     assert.are.equal(255, p:join(30))
     local st = state(p.pid)
@@ -197,7 +197,7 @@ describe("the forkserver", function()
 
   it("starts right after it was killed, 40 rounds (dead connections are retried)", function()
     for i = 1, 40 do
-      local server = assert(process._forkserver_pid())
+      local server = assert(require("process.internal").forkserver_pid())
       os.execute("kill -KILL " .. server)
       local p = ctx.Process{target = function(x) return x * 2 end, args = { i }}
       local ok, err, ename = p:start()

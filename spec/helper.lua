@@ -46,8 +46,7 @@ end
 -- The forkserver's own descriptors and pid, which live as long as the
 -- program (or until it dies and is restarted), are not a test's leak.
 local function forkserver()
-  local process = require "process"
-  local pid, a, b, c = process._forkserver_pid()
+  local pid, a, b, c = require("process.internal").forkserver_pid()
   return pid, { [a or -1] = true, [b or -1] = true, [c or -1] = true }
 end
 
@@ -60,7 +59,7 @@ function H.children(pid)
     if tid ~= "." and tid ~= ".." then
       local f = io.open(base .. "/" .. tid .. "/children")
       if f then
-        for pid in f:read("a"):gmatch("%d+") do list[#list + 1] = tonumber(pid) end
+        for kid in f:read("a"):gmatch("%d+") do list[#list + 1] = tonumber(kid) end
         f:close()
       end
     end

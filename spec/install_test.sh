@@ -19,11 +19,32 @@ mod=$(dirname "$(find "$d" -name process.so | head -n 1)")
 check "luamp.pc, luamp.h, libluamp.so, process.so and the runner installed" \
   test -n "$pc" -a -n "$(find "$d" -name luamp.h)" -a -f "$lib/libluamp.so" -a -f "$mod/process.so" \
        -a -n "$(find "$d" -path '*/bin/luamp')"
+docdir=$(dirname "$(find "$d" -path '*/share/doc/luamp/API.md' | head -n 1)")
+check "the API reference, README, CHANGELOG and LICENSE in PREFIX/share/doc/luamp" \
+  test -f "$docdir/API.md" -a -f "$docdir/README.md" -a -f "$docdir/CHANGELOG.md" -a -f "$docdir/LICENSE"
+man=$(find "$d" -path '*/share/man/man1/luamp.1' | head -n 1)
+check "the luamp(1) man page, with the version filled in" \
+  sh -c "test -n '$man' && grep -q '^\.TH LUAMP 1 .*\"luamp [0-9][0-9.]*\"' '$man'"
 check "process.so lands in PREFIX/lib/lua/5.4" sh -c "echo '$mod' | grep -q '/lib/lua/5.4\$'"
-# the .pc file names the real prefix: a copy points it into the destdir
-mkdir "$d/pc"
-sed "s|^prefix=|prefix=$d|" "$pc" > "$d/pc/luamp.pc"
-flags="$(PKG_CONFIG_PATH="$d/pc" pkg-config --cflags --libs luamp)"
+# the .pc file is relocatable (meson's pkgconfig.relocatable): used where it
+# was staged, it names the staged include and lib directories.  (Not with
+# pkg-config --define-prefix: that guesses PREFIX as two levels above the
+# .pc file, wrong for Debian's lib/x86_64-linux-gnu.)
+pcdir=$(dirname "$pc")
+inc=$(dirname "$(find "$d" -name luamp.h | head -n 1)")
+flags="$(PKG_CONFIG_PATH="$pcdir" pkg-config --cflags --libs luamp)"
+dirs_of() { # the -I and -L directories of the flags, resolved
+  for f in $1; do
+    case $f in -I*|-L*) realpath -m -- "${f#-?}" ;; esac
+  done
+}
+staged_flags() {
+  dirs=$(dirs_of "$flags")
+  echo "$flags"
+  echo "$dirs" | grep -qxF "$inc" && echo "$dirs" | grep -qxF "$lib" &&
+    ! echo "$dirs" | grep -qx '/usr/local/.*'
+}
+check "the staged luamp.pc gives the staged -I and -L directories" staged_flags
 check "a host builds with pkg-config" sh -c "cc '$src/examples/host.c' $flags -o '$d/host'"
 check "the host runs" sh -c "LD_LIBRARY_PATH='$lib' '$d/host' 100000 | grep -q exact"
 check "a stock lua5.4 requires the installed module" \
@@ -33,7 +54,7 @@ check "the installed runner runs a script" \
 check "spawn from the installed module runs the installed runner" \
   sh -c "LD_LIBRARY_PATH='$lib' LUA_CPATH='$mod/?.so' lua5.4 -e '
     local process = require \"process\"
-    local exe = process._get_executable()
+    local exe = require(\"process.internal\").get_executable()
     assert(exe:find(\"$d\", 1, true) == 1 and exe:match(\"/bin/luamp\$\"), exe)
     local p = process.get_context(\"spawn\").Process{target = function(a) return a + 1 end, args = {41}}
     assert(p:start()):join()

@@ -2,6 +2,7 @@
 -- what a fresh runtime receives (upvalues, modules, paths, the working
 -- directory), exec failures, and the forkserver's own life.
 local process = require "process"
+local internal = require "process.internal"
 local H = require "spec.helper"
 
 local function block() process.parent_process():join() end
@@ -53,7 +54,7 @@ describe("start methods", function()
           -- directory handle, the descriptor reserve (core/sys.h); under
           -- spawn without pidfds the death pipe and the parent sentinel;
           -- under forkserver the parent sentinel
-          local want = m == "forkserver" and 4 or process._have_pidfd() and 3 or 5
+          local want = m == "forkserver" and 4 or internal.have_pidfd() and 3 or 5
           local n = 0
           for _ in pairs(fds) do n = n + 1 end
           assert.equal(want, n)
@@ -84,7 +85,7 @@ describe("start methods", function()
       it("refusing an unsendable upvalue with its path, before any process exists", function()
         local handle = io.stdout
         local box = {inner = {f = handle}}
-        local server = process._forkserver_pid()
+        local server = internal.forkserver_pid()
         local kids, skids = #H.children(), server and #H.children(server)
         local p = ctx.Process{target = function() return box end}
         assert.has_error(function() p:start() end, "target<upvalue 'box'>.inner.f: cannot send a userdata")
@@ -181,7 +182,7 @@ describe("start methods", function()
     after_each(function() process.set_executable(nil) end)
 
     it("finds the runner without configuration", function()
-      local exe = process._get_executable()
+      local exe = internal.get_executable()
       assert.matches("/luamp$", exe)
       assert.is_truthy(require("lfs").attributes(exe))
     end)
@@ -196,7 +197,7 @@ describe("start methods", function()
       assert.is_nil(p.pid)
       process.set_executable(os.tmpname()) -- a file, but not executable
       local r2, err2, ename2 = p:start()
-      os.remove(process._get_executable())
+      os.remove(internal.get_executable())
       assert.is_nil(r2)
       assert.equal("start: Permission denied", err2)
       assert.equal("EACCES", ename2)
@@ -214,7 +215,7 @@ describe("start methods", function()
     it("is restarted after it was killed; children in flight die with it and report 255", function()
       local p = ctx.Process{target = block}
       p:start()
-      local server = assert(process._forkserver_pid())
+      local server = assert(internal.forkserver_pid())
       os.execute("kill -KILL " .. server)
       assert.equal(255, p:join(30)) -- the exit status went with the server
       -- and p's process went with it too (gone, or a zombie of init's;
@@ -231,7 +232,7 @@ describe("start methods", function()
       local q = ctx.Process{target = function() return "again" end}
       assert.equal(0, q:start():join())
       assert.equal("again", q:result())
-      local new = assert(process._forkserver_pid())
+      local new = assert(internal.forkserver_pid())
       assert.are_not.equal(server, new)
     end)
 
@@ -253,7 +254,7 @@ describe("start methods", function()
           local process = require "process"
           local ctx = process.get_context("forkserver")
           assert(ctx.Process{target = function() end}:start()):join()
-          print(process._forkserver_pid())
+          print(require("process.internal").forkserver_pid())
           io.stdout:flush()
           if arg[1] == "kill" then os.execute("kill -KILL " .. process.current_process().pid) end
         ]]) .. " " .. how)

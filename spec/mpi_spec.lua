@@ -2,6 +2,7 @@
 -- rank 0 of `mpiexec -n 4 lua5.4 -l process.mpi busted spec/mpi_spec.lua`
 -- (spec/mpi_test.sh), so ranks 1..3 are the workers.
 local process = require "process"
+local internal = require "process.internal"
 local pi = require "process.pi"
 local mpi = require "process.mpi"
 local H = require "spec.helper"
@@ -22,7 +23,7 @@ end
 -- after_each, beside H.check: no task's child is left on any server
 -- (a cancelled or timed-out one is being ended: give it a few seconds).
 local function no_task_left()
-  local deadline = process._now() + 5
+  local deadline = internal.now() + 5
   local left
   repeat
     left = {}
@@ -31,7 +32,7 @@ local function no_task_left()
     end
     if #left == 0 then return end
     process.wait({}, 0.02)
-  until process._now() > deadline
+  until internal.now() > deadline
   error("task children left on the servers: " .. table.concat(left, " "), 2)
 end
 
@@ -162,11 +163,11 @@ describe("process.mpi", function()
 
   it("a task over its timeout is ended and fails with timeout; get(t) only stops waiting", function()
     local pool <close> = mpi.Pool{timeout = 0.3}
-    local t0 = process._now()
+    local t0 = internal.now()
     local ok, err = pcall(pool.apply, pool, function() while true do end end)
     assert.is_false(ok)
     assert.matches("timeout", err)
-    assert.is_true(process._now() - t0 < 10)
+    assert.is_true(internal.now() - t0 < 10)
     -- a per-call timeout overrides the pool's
     local r = pool:apply_async(function() return "late" end, {}, {timeout = 5})
     assert.equal("late", r:get())
@@ -180,9 +181,9 @@ describe("process.mpi", function()
   it("an idle rank 0 waiting on a result does not spin", function()
     local pool <close> = mpi.Pool()
     local r = pool:apply_async(function() process.wait({}, 1.0) return 1 end)
-    local c0, t0 = os.clock(), process._now()
+    local c0, t0 = os.clock(), internal.now()
     assert.equal(1, r:get())
-    local cpu, wall = os.clock() - c0, process._now() - t0
+    local cpu, wall = os.clock() - c0, internal.now() - t0
     assert.is_true(wall >= 0.9)
     assert.is_true(cpu < 0.25 * wall, ("rank 0 used %.3f s of CPU in %.3f s"):format(cpu, wall))
   end)

@@ -51,6 +51,7 @@ describe("process.pi", function()
     assert.is_false(ok)
     assert.matches("m must be >= 1", err, 1, true)
     ok, err = pcall(pi.leibniz, 5, 4)
+    assert.is_false(ok)
     assert.matches("n must be >= m", err, 1, true)
   end)
 

@@ -7,6 +7,7 @@
 local H = require "spec.helper"
 local lfs = require "lfs"
 local process = require "process"
+local internal = require "process.internal"
 
 local function sq(x) return x * x end
 
@@ -214,10 +215,10 @@ H.each_method(function(ctx, method)
 
     it("a task past its timeout fails with 'timeout'; its worker is replaced", function()
       local pool <close> = ctx.Pool(1)
-      local t0 = process._now()
+      local t0 = internal.now()
       local r = pool:apply_async(function() while true do end end, {}, { timeout = 0.2 })
       fails_with(r, "timeout")
-      assert.is_true(process._now() - t0 < 5)
+      assert.is_true(internal.now() - t0 < 5)
       assert.are.equal(4, pool:apply(sq, { 2 }))
       -- the pool's default timeout: map fails at the item that hung (1 s,
       -- so that the other items finish within it on a loaded machine)
@@ -239,14 +240,14 @@ H.each_method(function(ctx, method)
       local pool = ctx.Pool(2)
       local rs = {}
       for i = 1, 40 do rs[i] = pool:apply_async(suicide("KILL")) end
-      local t0 = process._now()
+      local t0 = internal.now()
       local broken = 0
       for i = 1, 40 do
         local err = fails_with(rs[i], "exit")
         if err:find("pool is broken", 1, true) then broken = broken + 1 end
       end
       assert.is_true(broken > 0)
-      assert.is_true(process._now() - t0 < 20)
+      assert.is_true(internal.now() - t0 < 20)
       assert.has_error(function() pool:apply(sq, { 1 }) end)
       assert.matches("pool is broken: %d+ workers died", select(2, pcall(function() pool:apply(sq, { 1 }) end)))
       pool:terminate()
@@ -270,12 +271,12 @@ H.each_method(function(ctx, method)
       local queued = pool:apply_async(function() return "ran" end)
       assert.is_true(queued:cancel())
       fails_with(queued, "cancelled")
-      local t0 = process._now()
+      local t0 = internal.now()
       assert.is_true(running:cancel())
       fails_with(running, "cancelled")
       assert.is_false(running:cancel())
       assert.are.equal(9, pool:apply(sq, { 3 }))
-      assert.is_true(process._now() - t0 < 5)
+      assert.is_true(internal.now() - t0 < 5)
     end)
 
     it("workers ignore SIGINT", function()
@@ -287,9 +288,9 @@ H.each_method(function(ctx, method)
     end)
 
     it("nothing is left behind when the workers cannot start", function()
-      process._fault("fork", "EAGAIN", 1)
+      internal.fault("fork", "EAGAIN", 1)
       local pool, err, ename = ctx.Pool(2)
-      process._fault("fork", "EAGAIN", 0)
+      internal.fault("fork", "EAGAIN", 0)
       assert.is_nil(pool)
       assert.matches("^start: ", err)
       assert.are.equal("EAGAIN", ename)
@@ -322,10 +323,10 @@ H.each_method(function(ctx, method)
     end
 
     local function wait_gone(pids, seconds)
-      local deadline = process._now() + seconds
+      local deadline = internal.now() + seconds
       for _, pid in ipairs(pids) do
         while alive(pid) do
-          if process._now() > deadline then return false end
+          if internal.now() > deadline then return false end
           process.wait({}, 0.02)
         end
       end

@@ -4,6 +4,7 @@
 -- pool_failures_spec.lua.
 local H = require "spec.helper"
 local process = require "process"
+local internal = require "process.internal"
 
 local function sq(x) return x * x end
 local function add(a, b) return a + b end
@@ -49,11 +50,11 @@ H.each_method(function(ctx, method)
     it("get(timeout) stops waiting, the task goes on (test_async_timeout)", function()
       local pool <close> = ctx.Pool(1)
       local long = pool:apply_async(function() sleep(5) end)
-      local t0 = process._now()
+      local t0 = internal.now()
       local v, why = long:get(0.05)
       assert.is_nil(v)
       assert.are.equal("timeout", why)
-      assert.is_true(process._now() - t0 < 4, "get(0.05) waited for the task")
+      assert.is_true(internal.now() - t0 < 4, "get(0.05) waited for the task")
       assert.is_false(long:wait(0))
       assert.is_true(long:cancel())
       local r = pool:apply_async(function() sleep(0.3) return "late" end)
@@ -243,9 +244,9 @@ H.each_method(function(ctx, method)
       local p2 = ctx.Pool(2)
       local pending = {}
       for i = 1, 4 do pending[i] = p2:apply_async(function() sleep(30) end) end
-      local t0 = process._now()
+      local t0 = internal.now()
       p2:terminate()
-      assert.is_true(process._now() - t0 < 5)
+      assert.is_true(internal.now() - t0 < 5)
       for _, x in ipairs(pending) do
         assert.is_true(x:ready())
         local ok, err = pcall(x.get, x)

@@ -1,6 +1,7 @@
 -- The Process object: every row of API.md's Process table that the fork
 -- start method covers.
 local process = require "process"
+local internal = require "process.internal"
 local H = require "spec.helper"
 
 -- A target that blocks until its parent ends (or it is signalled).
@@ -113,7 +114,7 @@ describe("Process [" .. method .. "]", function()
 
     it("returns nil, message, EAGAIN when fork is refused and stays startable", function()
       local p = ctx.Process{target = function() os.exit(5) end}
-      process._fault("fork", "EAGAIN")
+      internal.fault("fork", "EAGAIN")
       local r, err, ename = p:start()
       assert.is_nil(r)
       assert.equal("start: Resource temporarily unavailable", err)
@@ -125,10 +126,10 @@ describe("Process [" .. method .. "]", function()
     end)
 
     it("kills and reaps the child when no pidfd can be had", function()
-      if not process._have_pidfd() then return pending("pipe fallback: no pidfd to refuse") end
+      if not internal.have_pidfd() then return pending("pipe fallback: no pidfd to refuse") end
       if method == "forkserver" then return pending("the server opens the pidfds") end
       local p = ctx.Process{target = function() os.exit(5) end}
-      process._fault("pidfd", "EMFILE")
+      internal.fault("pidfd", "EMFILE")
       local r, err, ename = p:start()
       assert.is_nil(r)
       assert.equal("start: Too many open files", err)

@@ -7,7 +7,7 @@
 local process = require "process"
 local H = require "spec.helper"
 
-local now, sleep = process._now, process.sleep
+local now, sleep = require("process.internal").now, process.sleep
 local T1, T2 = 0.1, 0.2 -- CPython's TIMEOUT1/TIMEOUT2, smaller
 
 -- Shared mappings of luamp objects in this process (/proc/self/maps).
@@ -76,10 +76,10 @@ describe("process.sleep", function()
     -- next instruction, after the sleep: an EINTR must not end it early
     local out, err, code = H.script([[
       local process = require "process"
-      local t0 = process._now()
+      local t0 = require("process.internal").now()
       os.execute("(sleep 0.05; kill -INT " .. process.current_process().pid .. ") &")
       local ok, why = pcall(function() process.sleep(1) end)
-      print(process._now() - t0 >= 1, ok, why)
+      print(require("process.internal").now() - t0 >= 1, ok, why)
     ]])
     assert.equal(0, code, err)
     assert.matches("^true\tfalse\t.*interrupted!\n$", out)

@@ -95,6 +95,10 @@ LUAMP_API int luaopen_process(lua_State *L);
 /* [-0, +1, e]  Open `process.pi`, the native pi kernels. */
 LUAMP_API int luaopen_process_pi(lua_State *L);
 
+/* [-0, +1, e]  Open `process.internal`: hooks for luamp's runner, tests
+ * and benchmarks (fault injection, the codec alone...); not API. */
+LUAMP_API int luaopen_process_internal(lua_State *L);
+
 /* [-0, +0, e]  Register `process` and `process.pi` in package.preload, so
  * scripts in L require them with no LUA_PATH or LUA_CPATH.  L needs the
  * package library (luaL_openlibs). */

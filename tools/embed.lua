@@ -15,7 +15,8 @@ for i = 2, #arg do
   local f = assert(io.open(file, "rb"))
   local src = f:read("a")
   f:close()
-  local chunk = file:match("(lua/.*)$") or file
+  -- named as Lua names an installed module: process/init.lua
+  local chunk = file:match("lua/(.*)$") or file
   -- fails the build on a syntax error
   local bin = string.dump(assert(load(src, "@" .. chunk)))
   local cname = "src_" .. name:gsub("%W", "_")

@@ -14,6 +14,9 @@ local setmetatable, tostring = setmetatable, tostring
 local fmt = string.format
 
 local M = {}
+-- Hooks for the runner, the specs and the benchmarks, kept out of the
+-- public table: require "process.internal" (see the end of this file).
+local internal = {}
 
 -- Per-process bookkeeping; a child starts it afresh (see bootstrap).
 local state = {
@@ -43,7 +46,41 @@ local function opt_timeout(t, fname, n)
   if t ~= nil and type(t) ~= "number" then
     argerror(n or 1, fname, "number expected, got " .. type(t), 3)
   end
+  if t ~= t then argerror(n or 1, fname, "timeout is NaN", 3) end
   return t
+end
+
+-- How luaL_traceback names a function: by where package.loaded holds it,
+-- else by how it was called, else by where it was defined.
+local function loaded_name(f)
+  for modname, mod in next, package.loaded do
+    if rawequal(mod, f) then return modname end
+    if type(mod) == "table" then
+      for k, v in next, mod do
+        if rawequal(v, f) and type(k) == "string" then
+          local name = modname .. "." .. k
+          return name:sub(1, 3) == "_G." and name:sub(4) or name
+        end
+      end
+    end
+  end
+end
+
+-- What luaL_checkudata says when a method gets no object of its class
+-- (p.start() for p:start()), named after the method as it was called
+-- and pointing at the line that called it.  `level` is the method's
+-- level as seen from bad_self's caller.
+local function bad_self(self, tname, level)
+  local ar = debug.getinfo(level + 1, "n")
+  local name = ar and (ar.name or loaded_name(debug.getinfo(level + 1, "f").func)) or "?"
+  local mt = getmetatable(self)
+  local got = self == nil and "no value"
+    or type(mt) == "table" and type(rawget(mt, "__name")) == "string" and mt.__name
+    or type(self)
+  if ar and ar.namewhat == "method" then
+    error(fmt("calling '%s' on bad self (%s expected, got %s)", name, tname, got), level + 2)
+  end
+  error(fmt("bad argument #1 to '%s' (%s expected, got %s)", name, tname, got), level + 2)
 end
 
 ----------------------------------------------------------------------------
@@ -60,6 +97,7 @@ local function is_process(o)
 end
 
 local function closed_check(self, level)
+  if not is_process(self) then bad_self(self, "process.Process", level) end
   if rawget(self, "_closed") then error("process object is closed", level + 1) end
 end
 
@@ -74,7 +112,10 @@ local function mt_for(cls)
     __name = "process.Process",
     __index = function(self, k)
       local get = getters[k]
-      if get then return get(self) end
+      if get then
+        local v = get(self) -- not a tail call: getters raise at level 3
+        return v
+      end
       return cls[k]
     end,
     __newindex = function(self, k, v)
@@ -154,6 +195,7 @@ setmetatable(Process, { __call = new })
 
 -- Process:extend() -> a subclass; override run() on it.
 function Process:extend()
+  if type(self) ~= "table" then bad_self(self, "process.Process class", 1) end
   return setmetatable({}, { __index = self, __call = new })
 end
 
@@ -292,6 +334,10 @@ function Process:start()
     warn_threads()
     popen, err, ename = core.start("fork", rawget(self, "_daemon"))
   else
+    if type(rawget(self, "_target")) == "table" then
+      error(fmt("target: cannot send a callable table to a %s child (metatables are not " ..
+        "sent); use a function", method), 2)
+    end
     local pl
     pl, err, ename = make_payload(self)
     if not pl then return nil, err, ename end
@@ -335,12 +381,14 @@ function Process:is_alive()
   return false
 end
 
-local function send_signal(self, sig)
+-- The checks before terminate, kill and interrupt signal: returns the
+-- child's handle (called from the method, so errors are at level 3).
+local function signal_target(self)
   closed_check(self, 3)
   local popen = rawget(self, "_popen")
   if not popen then error("can only signal a started process", 3) end
   if not is_child(self) then error("can only signal a child process", 3) end
-  return popen:signal(sig)
+  return popen
 end
 
 -- p:result() -> the values the target returned (beyond Python).
@@ -364,11 +412,12 @@ function Process:result()
   return table.unpack(value, 1, value.n)
 end
 
-function Process:terminate() return send_signal(self, core.SIGTERM) end
-function Process:kill() return send_signal(self, core.SIGKILL) end
-function Process:interrupt() return send_signal(self, core.SIGINT) end
+function Process:terminate() return signal_target(self):signal(core.SIGTERM) end
+function Process:kill() return signal_target(self):signal(core.SIGKILL) end
+function Process:interrupt() return signal_target(self):signal(core.SIGINT) end
 
 function Process:close()
+  if not is_process(self) then bad_self(self, "process.Process", 1) end
   if rawget(self, "_closed") then return end
   local popen = rawget(self, "_popen")
   if popen then
@@ -414,9 +463,27 @@ M.Process = Process
 -- The child's side
 ----------------------------------------------------------------------------
 
--- Message handler for the target: the message plus a traceback.
+local function frame_line(ar)
+  local where = ar.currentline > 0 and fmt("%s:%d:", ar.short_src, ar.currentline)
+    or ar.short_src .. ":"
+  local gname = loaded_name(ar.func)
+  local what
+  if gname then what = fmt("function '%s'", gname)
+  elseif ar.namewhat ~= "" then what = fmt("%s '%s'", ar.namewhat, ar.name)
+  elseif ar.what == "main" then what = "main chunk"
+  elseif ar.what ~= "C" then what = fmt("function <%s:%d>", ar.short_src, ar.linedefined)
+  else what = "?" end
+  return "\n\t" .. where .. " in " .. what .. (ar.istailcall and "\n\t(...tail calls...)" or "")
+end
+
+-- Message handler for the target: the message and a traceback of the
+-- child's own frames, as lua.c prints them.  The child runs on top of its
+-- parent's stack (fork) or of the runner's (spawn): the frames from
+-- core.call down are not the child's and are left out.
 local function handler(msg)
-  if type(msg) ~= "string" then
+  if type(msg) == "number" then
+    msg = tostring(msg) -- lua.c's lua_tostring converts numbers
+  elseif type(msg) ~= "string" then
     local mt = getmetatable(msg)
     if type(mt) == "table" and mt.__tostring then
       msg = tostring(msg)
@@ -424,11 +491,36 @@ local function handler(msg)
       msg = fmt("(error object is a %s value)", type(msg))
     end
   end
-  -- The child runs on top of its parent's stack: cut the traceback where
-  -- the child began, so it shows the target's frames only.
-  local tb = debug.traceback(msg, 2)
-  local cut = tb:find("\n\t%[C%]: in function 'xpcall'")
-  return cut and tb:sub(1, cut - 1) or tb
+  -- last: the deepest of the child's frames (below it, core.call).  A
+  -- level costs getinfo time in proportion to it: on a deep stack (a
+  -- runaway recursion) core.call is searched from the bottom up.
+  local getinfo, last = debug.getinfo, nil
+  for level = 3, 200 do
+    local ar = getinfo(level, "f")
+    if not ar or ar.func == core.call then last = level - 1 break end
+  end
+  if not last then
+    local lo, hi = 200, 400
+    while getinfo(hi, "l") do lo, hi = hi, hi * 2 end
+    while hi - lo > 1 do
+      local mid = (lo + hi) // 2
+      if getinfo(mid, "l") then lo = mid else hi = mid end
+    end
+    last = lo
+    for level = lo, 201, -1 do
+      if getinfo(level, "f").func == core.call then last = level - 1 break end
+    end
+  end
+  local lines = { msg, "\nstack traceback:" }
+  local n = last - 1 -- frames 2..last; like luaL_traceback, 10 first and 11 last
+  for level = 2, last do
+    if n > 21 and level == 12 then
+      lines[#lines + 1] = fmt("\n\t...\t(skipping %d levels)", n - 21)
+    elseif n <= 21 or level < 12 or level > last - 11 then
+      lines[#lines + 1] = frame_line(getinfo(level, "Slnft"))
+    end
+  end
+  return table.concat(lines)
 end
 
 -- os.exit inside a child: its own clean-up, then _exit (never the
@@ -458,18 +550,27 @@ local function parent_sentinel(self)
   return fd
 end
 
+local function parent_check(self)
+  if getmetatable(self) ~= ParentProcess then bad_self(self, "ParentProcess", 2) end
+end
+
 function ParentProcess:is_alive()
+  parent_check(self)
   return #core.wait({ parent_sentinel(self) }, 0) == 0
 end
 
 function ParentProcess:join(timeout)
+  parent_check(self)
   local ready = core.wait({ parent_sentinel(self) }, opt_timeout(timeout, "join"))
   if #ready == 0 then return nil, "timeout" end
   return true
 end
 
 ParentProcess.__index = function(self, k)
-  if k == "sentinel" then return parent_sentinel(self) end
+  if k == "sentinel" then
+    local fd = parent_sentinel(self) -- not a tail call: it raises at level 3
+    return fd
+  end
   return ParentProcess[k]
 end
 
@@ -514,7 +615,7 @@ function bootstrap(self, parent_name)
   state.counter = 0
   rawset(self, "_is_current", true)
   rawset(self, "_started", true)
-  os.exit = child_exit
+  os.exit = child_exit -- luacheck: ignore 122 (the child's own os.exit)
   finish(self, core.call(handler, self.run, self))
 end
 
@@ -586,9 +687,9 @@ local function load_payload()
 end
 
 -- The runner's child modes (src/runner/main.c):
---   _child_main("--luamp-child", "spawn", result, parent, first)
---   _child_main("--luamp-forkserver")   the server; returns when its owner ends
-function M._child_main(mode, kind, a, b, c)
+--   child_main("--luamp-child", "spawn", result, parent, first)
+--   child_main("--luamp-forkserver")   the server; returns when its owner ends
+function internal.child_main(mode, kind, a, b, c)
   if mode == "--luamp-forkserver" then
     state.parent_pid = core.serve()
     if not state.parent_pid then return end -- the owner has ended
@@ -647,9 +748,23 @@ local function has_fileno(o)
   return ok and type(f) == "function"
 end
 
+-- For a public function calling the core: a bad argument the core finds
+-- (luaL_argerror, which names this file's line) is raised again at the
+-- public function's caller, under the public function's name.
+-- reraise(fname, pcall(core.f, ...)) -> core.f's values
+local function reraise(fname, ok, ...)
+  if ok then return ... end
+  local msg = ...
+  if type(msg) == "string" then
+    msg = msg:gsub("^process/init%.lua:%d+: ", "", 1)
+    msg = msg:gsub("^(bad argument #%d+ to )'%?'", "%1'" .. fname .. "'", 1)
+  end
+  error(msg, 3)
+end
+
 -- wait(objects[, timeout]) -> the ready objects, in the order given.
 function M.wait(objects, timeout)
-  if type(objects) ~= "table" then argerror(1, "wait", "table expected, got " .. type(objects)) end
+  if type(objects) ~= "table" then argerror(1, "wait", "table expected, got " .. type(objects), 2) end
   opt_timeout(timeout, "wait", 2)
   local ar = package.loaded["process.asyncresult"] -- AsyncResults (Pool)
   if ar then
@@ -670,10 +785,10 @@ function M.wait(objects, timeout)
     elseif (type(o) == "table" or type(o) == "userdata") and has_fileno(o) then
       items[i] = o:fileno()
     else
-      argerror(1, "wait", fmt("object %d is not a sentinel, Process or Connection (%s)", i, type(o)))
+      argerror(1, "wait", fmt("object %d is not a sentinel, Process or Connection (%s)", i, type(o)), 2)
     end
   end
-  local ready, err, ename = core.wait(items, timeout)
+  local ready, err, ename = reraise("wait", pcall(core.wait, items, timeout))
   if ready == nil then return nil, err, ename end
   for i, idx in ipairs(ready) do ready[i] = objects[idx] end
   return ready
@@ -756,9 +871,9 @@ end
 -- to the library, in the build tree or where it is installed).
 function M.set_executable(path)
   if path ~= nil and type(path) ~= "string" then
-    argerror(1, "set_executable", "string expected, got " .. type(path))
+    argerror(1, "set_executable", "string expected, got " .. type(path), 2)
   end
-  core.set_executable(path)
+  reraise("set_executable", pcall(core.set_executable, path))
 end
 
 -- Run once here what every child runs: a stock interpreter binds its
@@ -767,18 +882,20 @@ end
 core.call(handler, select, "#")
 pcall(table.unpack, table.pack())
 
--- Test hook (not API): make the next n calls of a system operation fail,
--- e.g. M._fault("fork", "EAGAIN") to see start() refused without a real
+-- process.internal: hooks that are not API.
+-- Test hook: make the next n calls of a system operation fail,
+-- e.g. fault("fork", "EAGAIN") to see start() refused without a real
 -- process limit (root ignores RLIMIT_NPROC).
-M._fault = core.fault
+internal.fault = core.fault
 -- Monotonic seconds, and the codec by itself (benchmarks and tests).
-M._now = core.now
-M._encode = core.encode
-M._decode = core.decode
+internal.now = core.now
+internal.encode = core.encode
+internal.decode = core.decode
 -- Whether sentinels are pidfds (false: the pipe fallback is in use).
-M._have_pidfd = core.have_pidfd
+internal.have_pidfd = core.have_pidfd
 -- The forkserver's pid (nil when none runs), and the runner spawn uses.
-M._forkserver_pid = core.forkserver_pid
-M._get_executable = core.get_executable
+internal.forkserver_pid = core.forkserver_pid
+internal.get_executable = core.get_executable
+package.loaded["process.internal"] = internal
 
 return M

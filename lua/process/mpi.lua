@@ -30,7 +30,8 @@ local P = require "process.pool"
 
 local fmt = string.format
 local spack, sunpack = string.pack, string.unpack
-local encode, decode, now = process._encode, process._decode, process._now
+local internal = require "process.internal"
+local encode, decode, now = internal.encode, internal.decode, internal.now
 local send, recv = M._send, M._recv
 local TASK, CTRL, STOP, RESULT = M._TASK, M._CTRL, M._STOP, M._RESULT
 local EV_MSG, EV_EXIT, EV_STARTED, EV_FAILED = 1, 2, 3, 4

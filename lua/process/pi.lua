@@ -3,6 +3,7 @@
 -- into the library; called with the C table of kernels, returns it.
 local pi = ...
 local process = require "process"
+local internal = require "process.internal"
 
 local fmt = string.format
 local MAX = 1 << 53
@@ -26,9 +27,9 @@ end
 -- terms done: the native kernel stores it from C (luamp_shared_get), a
 -- Lua kernel is called in chunks here.
 local function share(kernel, index, first, last, progress)
-  local t0 = process._now()
-  if not progress then return kernel(first, last), process._now() - t0 end
-  if kernel == pi.leibniz then return kernel(first, last, progress, index), process._now() - t0 end
+  local t0 = internal.now()
+  if not progress then return kernel(first, last), internal.now() - t0 end
+  if kernel == pi.leibniz then return kernel(first, last, progress, index), internal.now() - t0 end
   local sum, c = 0.0, 0.0 -- Kahan: the chunks' sums are added exactly enough
   local step = math.max((last - first + 1) // 50, 10000000)
   local m = first
@@ -41,7 +42,7 @@ local function share(kernel, index, first, last, progress)
     progress[index] = n - first + 1
     m = n + 1
   end
-  return sum, process._now() - t0
+  return sum, internal.now() - t0
 end
 
 -- pi.parallel{terms = N, processes = P [, kernel = "leibniz"]
@@ -69,7 +70,7 @@ function pi.parallel(opts)
     return pi._parallel_mpi(kernel, terms, opts.processes, share)
   end
   local progress = report and assert(process.Array("int64", procs, {lock = false}))
-  local t0 = process._now()
+  local t0 = internal.now()
   local children, ps = {}, {}
   local per, extra = terms // procs, terms % procs
   local first = 1
@@ -120,7 +121,7 @@ function pi.parallel(opts)
     p:close()
   end
   local estimate = 4 * sum
-  return estimate, estimate - math.pi, {wall = process._now() - t0, impl = pi.impl, children = children}
+  return estimate, estimate - math.pi, {wall = internal.now() - t0, impl = pi.impl, children = children}
 end
 
 -- pi.parallel{terms = N, mpi = true [, processes = P]}: the same split
@@ -135,7 +136,7 @@ function pi._parallel_mpi(kernel, terms, procs, share_fn)
     error("pi.parallel: mpi = true needs serving ranks (mpiexec -n N, N >= 2, -l process.mpi)", 3)
   end
   procs = check_count(procs or servers, "processes", math.min(terms, 4096))
-  local t0 = process._now()
+  local t0 = internal.now()
   local pool <close> = mpi.Pool{processes = math.min(procs, servers)}
   local children, results = {}, {}
   local per, extra = terms // procs, terms % procs
@@ -156,7 +157,7 @@ function pi._parallel_mpi(kernel, terms, procs, share_fn)
     sum = t
   end
   local estimate = 4 * sum
-  return estimate, estimate - math.pi, {wall = process._now() - t0, impl = pi.impl, children = children,
+  return estimate, estimate - math.pi, {wall = internal.now() - t0, impl = pi.impl, children = children,
     ranks = math.min(procs, servers)}
 end
 

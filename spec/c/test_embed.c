@@ -169,7 +169,7 @@ int main(void) {
     /* a refused fork is an error the script sees, not a crash */
     rc = luamp_runtime_dostring(rt,
                                 "local process = require 'process'\n"
-                                "process._fault('fork', 'EAGAIN')\n"
+                                "require('process.internal').fault('fork', 'EAGAIN')\n"
                                 "assert(process.Process{target = function() end}:start())",
                                 "=refused");
     ok(rc == LUAMP_ERUN && strstr(luamp_runtime_error(rt), "start: Resource temporarily unavailable"),

@@ -9,7 +9,7 @@
 
 typedef struct lmp_embedded {
     const char *name;  /* module name, "process" */
-    const char *chunk; /* chunk name for tracebacks, "@lua/process/init.lua" */
+    const char *chunk; /* chunk name for tracebacks, "@process/init.lua" */
     const char *src;
     size_t len;
     const char *bin; /* the same, precompiled (tools/embed.lua) */

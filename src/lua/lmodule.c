@@ -64,6 +64,9 @@ LUAMP_API int luaopen_process(lua_State *L) {
     lua_pushvalue(L, -1);
     preload_submodules(L);
     run_embedded(L, "process");
+    /* meson.build checks that LUAMP_VERSION is the project's version */
+    lua_pushliteral(L, "luamp " LUAMP_VERSION);
+    lua_setfield(L, -2, "_VERSION");
     return 1;
 }
 
@@ -73,11 +76,22 @@ LUAMP_API int luaopen_process_pi(lua_State *L) {
     return 1;
 }
 
+/* require "process.internal": the hooks the runner, specs and benchmarks
+ * use, which are not API; lua/process/init.lua makes the table. */
+LUAMP_API int luaopen_process_internal(lua_State *L) {
+    luaL_requiref(L, "process", luaopen_process, 0);
+    lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    lua_getfield(L, -1, "process.internal");
+    return 1;
+}
+
 LUAMP_API void luamp_openlibs(lua_State *L) {
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
     lua_pushcfunction(L, luaopen_process);
     lua_setfield(L, -2, "process");
     lua_pushcfunction(L, luaopen_process_pi);
     lua_setfield(L, -2, "process.pi");
+    lua_pushcfunction(L, luaopen_process_internal);
+    lua_setfield(L, -2, "process.internal");
     lua_pop(L, 1);
 }

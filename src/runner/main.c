@@ -8,6 +8,8 @@
  *     -v        show version information
  *     -E        ignore environment variables (LUA_INIT, LUA_PATH, ...)
  *     -W        turn warnings on
+ *     --help    show the usage and exit
+ *     --version show version information and exit
  *     --        stop handling options
  *     -         stop handling options and execute stdin
  *
@@ -33,13 +35,11 @@
 static const char *progname = "luamp";
 static lua_State *globalL;
 
-static void print_usage(const char *badoption) {
-    if (badoption[1] == 'e' || badoption[1] == 'l')
-        fprintf(stderr, "%s: '%s' needs argument\n", progname, badoption);
-    else
-        fprintf(stderr, "%s: unrecognized option '%s'\n", progname, badoption);
-    fprintf(stderr,
+static void usage(FILE *f) {
+    fprintf(f,
             "usage: %s [options] [script [args]]\n"
+            "Runs Lua 5.4 scripts with the modules 'process' and 'process.pi' preloaded\n"
+            "(require them from any directory; no LUA_PATH or LUA_CPATH needed).\n"
             "Available options are:\n"
             "  -e stat   execute string 'stat'\n"
             "  -i        enter interactive mode after executing 'script'\n"
@@ -48,9 +48,20 @@ static void print_usage(const char *badoption) {
             "  -v        show version information\n"
             "  -E        ignore environment variables\n"
             "  -W        turn warnings on\n"
+            "  --help    show this help and exit\n"
+            "  --version show version information and exit\n"
             "  --        stop handling options\n"
-            "  -         stop handling options and execute stdin\n",
+            "  -         stop handling options and execute stdin\n"
+            "See luamp(1).\n",
             progname);
+}
+
+static void print_usage(const char *badoption) {
+    if (badoption[1] == 'e' || badoption[1] == 'l')
+        fprintf(stderr, "%s: '%s' needs argument\n", progname, badoption);
+    else
+        fprintf(stderr, "%s: unrecognized option '%s'\n", progname, badoption);
+    usage(stderr);
 }
 
 static void l_message(const char *msg) {
@@ -359,7 +370,9 @@ static int child_main(lua_State *L) {
     lua_getglobal(L, "require");
     lua_pushliteral(L, "process");
     lua_call(L, 1, 1);
-    lua_getfield(L, -1, "_child_main");
+    lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    lua_getfield(L, -1, "process.internal"); /* set by the module */
+    lua_getfield(L, -1, "child_main");
     for (int i = 1; i < argc; i++) lua_pushstring(L, argv[i]);
     lua_call(L, argc - 1, 0); /* returns only in a forkserver at its end */
     lua_pushboolean(L, 1);
@@ -379,6 +392,15 @@ static void std_fds_open(void) {
 
 int main(int argc, char **argv) {
     std_fds_open();
+    /* --help and --version, as GNU tools have them (first), before a state */
+    if (argc >= 2 && strcmp(argv[1], "--help") == 0) {
+        usage(stdout);
+        return fflush(stdout) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    }
+    if (argc >= 2 && strcmp(argv[1], "--version") == 0) {
+        print_version();
+        return EXIT_SUCCESS;
+    }
     lua_State *L = luaL_newstate();
     if (L == NULL) {
         l_message("cannot create state: not enough memory");

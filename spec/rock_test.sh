@@ -1,0 +1,51 @@
+#!/bin/sh
+# rock_test.sh SRC: `luarocks --lua-version=5.4 make` of luamp-scm-1.rockspec
+# into a temporary tree, from a copy of the source tree, then use the rock
+# the way a Lua user does: require "process" from a stock lua5.4 with the
+# tree's paths, and a spawn start whose child must be the rock's runner.
+# Prints TAP; skips when luarocks is not installed.
+set -u
+src=$1
+if ! command -v luarocks >/dev/null 2>&1; then
+  echo "1..0 # SKIP luarocks is not installed"
+  exit 0
+fi
+d=$(mktemp -d)
+trap 'rm -rf "$d"' EXIT
+n=0 failed=0
+check() { # check DESCRIPTION COMMAND...
+  n=$((n + 1)); desc=$1; shift
+  if out=$("$@" 2>&1); then echo "ok $n - $desc"
+  else echo "not ok $n - $desc"; echo "$out" | tail -n 30 | sed 's/^/# /'; failed=1; fi
+}
+mkdir "$d/src"
+# a copy without build directories, so the rock builds from scratch
+(cd "$src" && tar --exclude='./build*' --exclude='./.git' -cf - .) | tar -C "$d/src" -xf -
+rocks() { luarocks --lua-version=5.4 --tree="$d/tree" "$@"; }
+check "luarocks make builds and installs the rock into a temporary tree" \
+  sh -c "cd '$d/src' && HOME='$d' luarocks --lua-version=5.4 --tree='$d/tree' make luamp-scm-1.rockspec"
+check "the rock is listed" sh -c "HOME='$d' luarocks --lua-version=5.4 --tree='$d/tree' list --porcelain | grep -q '^luamp	scm-1	installed'"
+check "process.so in the tree's lib/lua/5.4, the runner in its bin" \
+  test -f "$d/tree/lib/lua/5.4/process.so" -a -x "$d/tree/bin/luamp"
+paths=$(HOME="$d" rocks path)
+check "a stock lua5.4 with the tree's paths requires process and process.pi" \
+  sh -c "$paths
+    cd / && lua5.4 -e '
+      local process = require \"process\"
+      assert(package.searchpath(\"process\", package.cpath):find(\"$d/tree/\", 1, true) == 1)
+      assert(require(\"process.pi\").leibniz(1, 1) == 1)
+      assert(process._VERSION:match(\"^luamp \"))'"
+check "a spawn start runs the rock's runner" \
+  sh -c "$paths
+    cd / && lua5.4 -e '
+      local process = require \"process\"
+      local exe = require(\"process.internal\").get_executable()
+      assert(exe == \"$d/tree/bin/luamp\", exe)
+      local p = process.get_context(\"spawn\").Process{target = function(a) return a + 1 end, args = {41}}
+      assert(p:start()):join()
+      assert(p:result() == 42, p.error)'"
+check "the rock's runner runs a script" sh -c "'$d/tree/bin/luamp' -e 'print(require(\"process\").cpu_count())' | grep -q '^[0-9]'"
+check "luarocks remove takes it all away" \
+  sh -c "HOME='$d' luarocks --lua-version=5.4 --tree='$d/tree' remove luamp && test ! -e '$d/tree/lib/lua/5.4/process.so' -a ! -e '$d/tree/bin/luamp'"
+echo "1..$n"
+exit $failed
