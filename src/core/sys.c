@@ -7,6 +7,7 @@
  * the copy it inherited and never locks.
  */
 #include "sys.h"
+#include "bounds.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -31,7 +32,6 @@ double lmp_now(void) {
  * covers each one the platform defines); elsewhere, the names the
  * standard and POSIX define, as a table. */
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
-#define LMP_ERRMAX 4096 /* errno values are below 4096 on Linux */
 
 const char *lmp_errname(int err) {
     const char *n = err > 0 && err < LMP_ERRMAX ? strerrorname_np(err) : NULL;
