@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "result.h"
+#include "state.h"
 #include "sys.h"
 
 #ifndef P_PIDFD
@@ -36,7 +37,6 @@ static lmp_reg *regs;
 static pthread_once_t atexit_once = PTHREAD_ONCE_INIT;
 
 static void at_exit(void) { lmp_reg_shutdown_all(); }
-static void forget_self(void);
 /* Bumped in every forked child (atfork): a registry whose gen differs
  * holds only its parent's records, and reads as empty.  A child thus
  * forgets them without writing to the registries' heap pages. */
@@ -49,11 +49,22 @@ static void reg_own(lmp_reg *r) {
     r->head = NULL; /* the parent's records: inert copies, leaked on purpose */
     r->gen = fork_gen;
 }
-/* The atfork handler keeps the ownership test right in children a host
- * forks by itself (fork() then exit() must not clean up our children). */
-static void install_atexit(void) {
-    atexit(at_exit);
-    pthread_atfork(NULL, NULL, forget_self);
+static void install_atexit(void) { atexit(at_exit); }
+
+/* Around every fork (state.h), a host's own too: the forking thread takes
+ * regs_lock, so the child inherits it free and the list whole; the child
+ * then forgets the parent's records (the generation), which keeps the
+ * ownership test right in children a host forks by itself (fork() then
+ * exit() must not clean up our children). */
+static void regs_atfork_prepare(void) { pthread_mutex_lock(&regs_lock); }
+static void regs_atfork_parent(void) { pthread_mutex_unlock(&regs_lock); }
+static void regs_atfork_child(void) {
+    fork_gen++;
+    regs_lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER; /* no call: see sys.c */
+}
+__attribute__((constructor)) static void regs_install_atfork(void) {
+    static const lmp_fork_hooks h = {regs_atfork_prepare, regs_atfork_parent, regs_atfork_child};
+    lmp_state_on_fork(LMP_STATE_REGISTRIES, &h);
 }
 
 lmp_reg *lmp_reg_new(void) {
@@ -167,23 +178,6 @@ void lmp_reg_shutdown_all(void) {
     for (lmp_reg *r = regs; r; r = r->next) lmp_reg_shutdown(r);
     pthread_mutex_unlock(&regs_lock);
     if (shutdown_hook) shutdown_hook();
-}
-
-/* This process's pid, kept current across any fork (the atfork handler
- * and lmp_reg_after_fork reset it). */
-static pid_t self_pid;
-
-/* In any forked child: the pid changed, and a lock another thread held
- * at fork will never be released here. */
-static void forget_self(void) {
-    self_pid = 0;
-    fork_gen++;
-    regs_lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER; /* no call: see sys.c */
-}
-
-pid_t lmp_self(void) {
-    if (!self_pid) self_pid = getpid();
-    return self_pid;
 }
 
 static pid_t self(void) { return lmp_self(); }

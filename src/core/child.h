@@ -81,9 +81,8 @@ void lmp_reg_at_shutdown(void (*fn)(void));
 /* In a freshly forked child: forget every inherited child record and
  * close every tracked descriptor except keep. */
 void lmp_reg_after_fork(int keep);
-/* This process's pid, cached (reset in every forked child by the atfork
- * handler a registry installs): no system call after the first. */
-pid_t lmp_self(void);
+/* This process's pid, cached: see state.h. */
+#include "state.h"
 
 /* True for a record inherited through fork: not this process's child;
  * touch nothing.  Comparing pids (rather than marking every record in

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "core/child.h"
+#include "core/state.h"
 #include "core/sys.h"
 #include "exec.h"
 #include "forkserver.h"
@@ -42,17 +43,22 @@ static struct {
 
 static int mine(void) { return fs.owner == getpid() && fs.pid > 0; }
 
-/* In any forked child: the lock may have been held by another thread,
- * and the server is the parent's (its descriptors are closed there as
- * tracked ones). */
-static void atfork_child(void) {
-    pthread_mutex_init(&fs_lock, NULL);
+/* Around every fork (a host's own too, core/state.h): the forking thread
+ * takes fs_lock, so the child inherits it free and fs whole; the server
+ * is the parent's, forgotten in the child (its descriptors are closed
+ * there as tracked ones). */
+static void fs_atfork_prepare(void) { pthread_mutex_lock(&fs_lock); }
+static void fs_atfork_parent(void) { pthread_mutex_unlock(&fs_lock); }
+static void fs_atfork_child(void) {
+    fs_lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
     fs.owner = 0;
     fs.pid = 0;
     fs.conn = fs.alive_w = fs.self_fd = -1;
 }
-static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
-static void install_atfork(void) { pthread_atfork(NULL, NULL, atfork_child); }
+__attribute__((constructor)) static void fs_install_atfork(void) {
+    static const lmp_fork_hooks h = {fs_atfork_prepare, fs_atfork_parent, fs_atfork_child};
+    lmp_state_on_fork(LMP_STATE_FORKSERVER, &h);
+}
 
 static void forget(void) {
     lmp_fd_close(fs.conn);
@@ -359,7 +365,6 @@ static int fs_start(lmp_reg *r, lmp_child *c, const lmp_start_opts *o, lmp_child
     /* the slot collecting a large result needs (sys.h), before any child */
     if ((err = lmp_fd_reserve()) < 0) return err;
     int res[2] = {-1, -1}, status[2] = {-1, -1}, par[2] = {-1, -1};
-    pthread_once(&atfork_once, install_atfork);
     pthread_mutex_lock(&fs_lock);
     check_alive_locked();
     /* The parent sentinel: our pidfd, opened once; or a pipe whose write
