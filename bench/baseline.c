@@ -19,6 +19,9 @@
  *                              (each writes a byte to a shared ready pipe first): us
  *   baseline pingpong N        8-byte ping-pong over a pipe pair with a child: us per round trip
  *   baseline pipecopy MB       copy MB megabytes from a child through a pipe: MB/s
+ *   baseline poolrt N          a task to a pre-started worker and its reply, over a
+ *                              socketpair with length-framed messages (a task id and
+ *                              an integer; the worker squares it): us per round trip
  *   baseline spawnlua N LUA    posix_spawn of `LUA -e ''` + waitpid: us per round trip
  *   baseline leibniz N         the naive loop over N terms of the pi series: terms/s
  *   baseline mutexpair N       lock + unlock of a robust process-shared pthread mutex
@@ -36,11 +39,11 @@
 #include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <linux/futex.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -261,6 +264,47 @@ static void pingpong(int n) {
     printf("%.2f\n", median(v, n));
 }
 
+/* One framed message: 8-byte length, then the body (what a Pool sends). */
+static int put_msg(int fd, const void *body, uint64_t n) {
+    unsigned char m[64];
+    memcpy(m, &n, 8);
+    memcpy(m + 8, body, n);
+    return write(fd, m, 8 + n) == (ssize_t)(8 + n) ? 0 : -1;
+}
+
+static int get_msg(int fd, void *body, uint64_t cap) {
+    uint64_t n;
+    if (read(fd, &n, 8) != 8 || n > cap) return -1;
+    return read(fd, body, n) == (ssize_t)n ? 0 : -1;
+}
+
+static void poolrt(int n) {
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) exit(1);
+    pid_t p = fork();
+    int64_t task[2];
+    if (p == 0) {
+        close(sv[0]);
+        for (;;) {
+            if (get_msg(sv[1], task, sizeof task) < 0) _exit(0);
+            task[1] *= task[1];
+            if (put_msg(sv[1], task, sizeof task) < 0) _exit(0);
+        }
+    }
+    close(sv[1]);
+    double *v = malloc(sizeof *v * (size_t)n);
+    for (int i = 0; i < n; i++) {
+        double t = now();
+        task[0] = i;
+        task[1] = i;
+        if (put_msg(sv[0], task, sizeof task) < 0 || get_msg(sv[0], task, sizeof task) < 0) exit(1);
+        v[i] = (now() - t) * 1e6;
+    }
+    close(sv[0]);
+    waitpid(p, NULL, 0);
+    printf("%.2f\n", median(v, n));
+}
+
 static void pipecopy(int mb) {
     int fd[2];
     if (pipe(fd) < 0) exit(1);
@@ -380,6 +424,7 @@ int main(int argc, char **argv) {
     else if (strcmp(m, "firstof8r") == 0) firstof8r((int)n);
     else if (strcmp(m, "pingpong") == 0) pingpong((int)n);
     else if (strcmp(m, "pipecopy") == 0) pipecopy((int)n);
+    else if (strcmp(m, "poolrt") == 0) poolrt((int)n);
     else if (strcmp(m, "spawnlua") == 0 && argc > 3) spawnlua((int)n, argv[3]);
     else if (strcmp(m, "leibniz") == 0) leibniz(n);
     else if (strcmp(m, "mutexpair") == 0) mutexpair(n);

@@ -8,6 +8,9 @@ bench/run.lua measures luamp, so the two are compared side by side.
                           multiprocessing.connection.wait notices: median us
   idle METHOD             kB of a blocked child: "rss private"
   pi N                    pure Python loop over N terms: terms/s
+  poolmap N R             Pool(2).map(square, range(N)), default chunksize: median s of R
+  poolasync N R           N Pool(2).apply_async(square, (i,)), each .get(): median s of R
+  poolapply N             Pool(1).apply(square, (i,)) to an idle worker: median us of N
 Prints one line of numbers.
 """
 import multiprocessing as mp
@@ -111,6 +114,45 @@ def pi(n):
     return n / (time.perf_counter() - t)
 
 
+def square(x):
+    return x * x
+
+
+def poolmap(n, r):
+    with mp.get_context("fork").Pool(2) as p:
+        p.map(square, range(8))
+        v = []
+        for _ in range(r):
+            t = time.perf_counter()
+            p.map(square, range(n))
+            v.append(time.perf_counter() - t)
+    return statistics.median(v)
+
+
+def poolasync(n, r):
+    with mp.get_context("fork").Pool(2) as p:
+        p.map(square, range(8))
+        v = []
+        for _ in range(r):
+            t = time.perf_counter()
+            rs = [p.apply_async(square, (i,)) for i in range(n)]
+            for x in rs:
+                x.get()
+            v.append(time.perf_counter() - t)
+    return statistics.median(v)
+
+
+def poolapply(n):
+    with mp.get_context("fork").Pool(1) as p:
+        p.apply(square, (1,))
+        v = []
+        for i in range(n):
+            t = time.perf_counter()
+            p.apply(square, (i,))
+            v.append((time.perf_counter() - t) * 1e6)
+    return statistics.median(v)
+
+
 def lockpair(n):
     lock = mp.Lock()
     v = []
@@ -156,6 +198,12 @@ if __name__ == "__main__":
         print(f"{firstof8(int(a[0])):.2f}")
     elif mode == "idle":
         print(idle(a[0]))
+    elif mode == "poolmap":
+        print(f"{poolmap(int(a[0]), int(a[1])):.6f}")
+    elif mode == "poolasync":
+        print(f"{poolasync(int(a[0]), int(a[1])):.6f}")
+    elif mode == "poolapply":
+        print(f"{poolapply(int(a[0])):.2f}")
     elif mode == "lockpair":
         print(f"{lockpair(int(a[0])):.2f}")
     elif mode == "valueadd":

@@ -571,6 +571,120 @@ if want("pi") then
   row("pi", ("pi.parallel 2 processes, N = %.0e: efficiency"):format(10 * N), median(big), "", nil, nil, nil, ">= 0.95")
 end
 
+------------------------------------------------------------------------
+-- Pool (fork workers; Python's Pool with fork too)
+------------------------------------------------------------------------
+local function square(x) return x * x end
+
+local function pool_map(n, reps)
+  local pool <close> = process.Pool(2)
+  local xs = {}
+  for i = 1, n do xs[i] = i end
+  pool:map(square, {1, 2, 3, 4, 5, 6, 7, 8})
+  local v = {}
+  for r = 1, reps do
+    local t = now()
+    pool:map(square, xs)
+    v[r] = now() - t
+  end
+  return median(v)
+end
+
+local function pool_async(n, reps)
+  local pool <close> = process.Pool(2)
+  pool:map(square, {1, 2, 3, 4, 5, 6, 7, 8})
+  local v = {}
+  for r = 1, reps do
+    local t = now()
+    local rs = {}
+    for i = 1, n do rs[i] = pool:apply_async(square, {i}) end
+    for i = 1, n do rs[i]:get() end
+    v[r] = now() - t
+  end
+  return median(v)
+end
+
+local function pool_apply(n)
+  local pool <close> = process.Pool(1)
+  pool:apply(square, {1})
+  local v = {}
+  for i = 1, n do
+    local t = now()
+    pool:apply(square, {i})
+    v[i] = (now() - t) * 1e6
+  end
+  return median(v)
+end
+
+if want("pool") then
+  local N, A = scale(100000), scale(10000)
+  if python then
+    local lv, pv = {}, {}
+    for r = 1, 3 do
+      lv[r] = pool_map(N, 5)
+      pv[r] = num(python .. " poolmap " .. N .. " 5")
+    end
+    local l, p = median(lv), median(pv)
+    row("Pool", ("map of %d trivial tasks (x*x), default chunksize, 2 workers"):format(N), l * 1e3, "ms",
+      p * 1e3, "Python Pool.map", p / l, ">= 2x Python's throughput")
+    lv, pv = {}, {}
+    for r = 1, 3 do
+      lv[r] = pool_async(A, 3)
+      pv[r] = num(python .. " poolasync " .. A .. " 3")
+    end
+    l, p = median(lv), median(pv)
+    row("Pool", ("%d apply_async, each collected, 2 workers"):format(A), l * 1e3, "ms", p * 1e3,
+      "Python apply_async", p / l, ">= 5x Python's throughput")
+    local la = pool_apply(scale(2000))
+    local pa = num(python .. " poolapply " .. scale(2000))
+    row("Pool", "apply round trip to an idle worker", la, "us", pa, "Python Pool.apply", la / pa, "")
+  end
+  local l, c = side_by_side(5, function() return pool_apply(scale(2000)) end, "poolrt " .. scale(2000))
+  row("Pool", "apply round trip to an idle worker", l, "us", c, "C task+reply over a socketpair", l / c,
+    "<= 2x C")
+  local pi = require "process.pi"
+  local T = opts.quick and 1e9 or 1e10
+  local one <close> = process.Pool(1)
+  local two <close> = process.Pool(2)
+  local half = math.tointeger(T // 2)
+  local t1, t2 = {}, {}
+  for r = 1, 3 do
+    local t = now()
+    one:apply(pi.leibniz, {1, T})
+    t1[r] = now() - t
+    t = now()
+    two:starmap(pi.leibniz, {{1, half}, {half + 1, T}})
+    t2[r] = now() - t
+  end
+  local eff = median(t1) / (2 * median(t2))
+  row("Pool", ("pi by 2 workers, N = %.0e: efficiency (1-worker time / 2 x 2-worker time)"):format(T), eff, "",
+    nil, nil, nil, ">= 0.95")
+end
+
+-- process.mpi (issue 12): one job of 3 ranks (rank 0 + 2 serving ranks)
+-- runs bench/mpi_bench.lua, which times the MPI Pool and a local Pool of
+-- 2 workers in alternating rounds.  The Open MPI settings are the test
+-- wrapper's (root in a container, shared memory only).
+local mpi_so = opts.build .. "/src/mpi/process/mpi.so"
+if want("mpi") and have("mpiexec") and io.open(mpi_so) then
+  local env = ("LUA_CPATH='%s/?.so;%s/src/mpi/?.so;;' OMPI_MCA_rmaps_base_oversubscribe=1 "):format(opts.build,
+    opts.build) .. "OMPI_MCA_btl=self,vader OMPI_MCA_btl_vader_single_copy_mechanism=none "
+  if sh("id -u"):match("^0") then env = env .. "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 " end
+  local out = sh(env .. "timeout 600 mpiexec -n 3 " .. opts.build .. "/luamp -l process.mpi " .. here ..
+    "/mpi_bench.lua" .. (opts.quick and " --quick" or "") .. " 2>/dev/null")
+  local v = {}
+  for k, x in out:gmatch("(%S+) (%S+)") do v[k] = tonumber(x) end
+  if v.pi_mpi and v.pi_local then
+    row("mpi", ("pi, N = %.0e, 2 serving ranks vs 2 local Pool workers"):format(v.pi_terms), v.pi_mpi, "s",
+      v.pi_local, "local Pool", v.pi_mpi / v.pi_local, "<= 1.2x")
+    row("mpi", "apply round trip, small task", v.rt_mpi * 1e6, "us", v.rt_local * 1e6, "local Pool",
+      v.rt_mpi / v.rt_local, "report")
+    row("mpi", "rank 0 CPU while waiting 2 s on a task", v.idle_cpu * 100, "%", nil, nil, nil, "no spinning")
+  else
+    row("mpi", "process.mpi job failed", nil, "", nil, nil, nil, "")
+  end
+end
+
 if opts.json then
   local cjson = require "cjson"
   print(cjson.encode(rows))

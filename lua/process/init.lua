@@ -651,6 +651,12 @@ end
 function M.wait(objects, timeout)
   if type(objects) ~= "table" then argerror(1, "wait", "table expected, got " .. type(objects)) end
   opt_timeout(timeout, "wait", 2)
+  local ar = package.loaded["process.asyncresult"] -- AsyncResults (Pool)
+  if ar then
+    for i = 1, #objects do
+      if ar.is_result(objects[i]) then return ar.wait(objects, timeout, M.wait) end
+    end
+  end
   local items = {}
   for i = 1, #objects do
     local o = objects[i]
@@ -720,6 +726,7 @@ function M.get_context(method)
       Pipe = core.Pipe,
       Queue = core.Queue,
       get_start_method = function() return method end,
+      Pool = function(...) local pool, e, en = require("process.pool_local").new(method, ...) return pool, e, en end,
     }, { __index = M })
     contexts[method] = ctx
     package.loaded["process.context." .. method] = ctx
@@ -733,6 +740,16 @@ end
 package.loaded["process.Process"] = Process
 for _, m in ipairs(AVAILABLE) do
   package.preload["process.context." .. m] = function() return M.get_context(m) end
+end
+
+-- process.Pool and process.as_completed (lua/process/pool*.lua, loaded
+-- on first use: a child that never makes a pool never loads them).
+function M.Pool(...)
+  local pool, err, ename = require("process.pool_local").new(nil, ...)
+  return pool, err, ename
+end
+function M.as_completed(...)
+  return require("process.asyncresult").as_completed(...)
 end
 
 -- The runner that spawn and the forkserver execute (found by default next

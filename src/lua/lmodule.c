@@ -12,6 +12,7 @@
 #include "lauxlib.h"
 #include "lembed.h"
 #include "lpi.h"
+#include "lpool.h"
 #include "lproc.h"
 #include "lua.h"
 #include "luamp.h"
@@ -33,10 +34,35 @@ static void run_embedded(lua_State *L, const char *name) {
     luaL_error(L, "luamp: no embedded module '%s'", name);
 }
 
+/* package.preload entry of an embedded submodule (process.pool...):
+ * runs its chunk with the core table (upvalue 1). */
+static int load_submodule(lua_State *L) {
+    const char *name = luaL_checkstring(L, 1);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    run_embedded(L, name);
+    return 1;
+}
+
+/* [-1, +0, e]  Every embedded module but process and process.pi is
+ * preloaded, loaded on first require with the core table (popped). */
+static void preload_submodules(lua_State *L) {
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+    for (const lmp_embedded *e = lmp_embedded_lua; e->name; e++) {
+        if (strcmp(e->name, "process") == 0 || strcmp(e->name, "process.pi") == 0) continue;
+        lua_pushvalue(L, -2);
+        lua_pushcclosure(L, load_submodule, 1);
+        lua_setfield(L, -2, e->name);
+    }
+    lua_pop(L, 2);
+}
+
 LUAMP_API int luaopen_process(lua_State *L) {
     lmp_fd_std_open(); /* no private descriptor of ours may land on 0-2 */
     lmp_fd_reserve();  /* held from the start: see sys.h (retried at start) */
     lmp_open_core(L);
+    lmp_open_pool(L);
+    lua_pushvalue(L, -1);
+    preload_submodules(L);
     run_embedded(L, "process");
     return 1;
 }

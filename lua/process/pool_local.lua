@@ -1,0 +1,279 @@
+-- process/pool_local.lua - process.Pool over local child processes: the
+-- worker backend of process.pool (its interface is documented at the top
+-- of lua/process/pool.lua) and the front end that checks Pool's options.
+--
+-- Each worker is a Process (of the pool's start method) with its own
+-- channel (core.pool_channel: a stream socketpair carrying length-framed
+-- messages, so one recv takes every reply waiting): tasks go down it,
+-- replies come up.  The parent's end and
+-- the worker's sentinel are what the pool waits on.  Workers are started
+-- as daemons, which gives them what luamp already guarantees daemons
+-- under every start method: PR_SET_PDEATHSIG (they die with the owner,
+-- also when it is SIGKILLed) and SIGTERM-then-SIGKILL at the owner's
+-- exit; once running, a worker clears its daemon flag, so its tasks may
+-- start processes and pools of their own.  Workers ignore SIGINT.
+local core = ...
+local process = require "process"
+local P = require "process.pool"
+
+local type, error, fmt = type, error, string.format
+local sendframe = core.pool_sendframe
+
+local L = {}
+
+-- Parent-side ends of every pool's channels in this process: a worker
+-- started by fork closes them all, so that only the owner holds them.
+local parent_ends = setmetatable({}, { __mode = "k" })
+
+----------------------------------------------------------------------------
+-- The worker
+----------------------------------------------------------------------------
+
+local function worker_main(conn, initializer, initargs)
+  core.pool_ignore_sigint()
+  rawset(process.current_process(), "_daemon", false)
+  for c in pairs(parent_ends) do pcall(c.close, c) end
+  local err = P.initialize(initializer, initargs)
+  local fd = conn:fileno()
+  local ok = sendframe(fd, P.ready_message(err))
+  if err ~= nil or not ok then os.exit(1) end
+  local st = P.worker_state()
+  local reader = core.pool_reader(fd)
+  local inbox, ih, it = {}, 1, 0
+  local frames, eof = {}, false
+  local note, handle = P.note, P.handle
+  -- Takes what has arrived: cancel notes are applied at once, tasks
+  -- queue in order.
+  local function take(block)
+    local n, at_eof = reader:read(frames, block)
+    for i = 1, n do
+      local m = frames[i]
+      frames[i] = nil
+      if not note(m, st) then
+        it = it + 1
+        inbox[it] = m
+      end
+    end
+    if at_eof then eof = true end
+  end
+  while true do
+    if ih > it then
+      if eof then break end -- the owner retired this worker
+      take(true)
+    else
+      -- a cancel note for the next task may be on its way: read first
+      if it > ih then take() end
+      local msg = inbox[ih]
+      inbox[ih] = nil
+      ih = ih + 1
+      if not sendframe(fd, handle(msg, st)) then break end
+    end
+  end
+  conn:close()
+end
+L._worker_main = worker_main
+
+-- The target each worker runs: it reaches worker_main by name, so it
+-- travels to spawn and forkserver children as a few bytes.
+local function target(...)
+  return require("process.pool_local")._worker_main(...)
+end
+
+----------------------------------------------------------------------------
+-- The backend
+----------------------------------------------------------------------------
+
+local Backend = {}
+Backend.__index = Backend
+
+function L.backend(ctx, initializer, initargs)
+  return setmetatable({
+    ctx = ctx, initializer = initializer, initargs = initargs,
+    live = {},      -- h -> true until released
+    count = 0,      -- names PoolWorker-N
+    fdlist = false, -- cached descriptor list (false: rebuild)
+  }, Backend)
+end
+
+function Backend:start()
+  local a, b, ename = core.pool_channel()
+  if not a then return nil, b, ename end
+  self.count = self.count + 1
+  parent_ends[a] = true
+  local p = self.ctx.Process{
+    target = target, args = { b, self.initializer, self.initargs or {} },
+    daemon = true, name = fmt("PoolWorker-%d", self.count),
+  }
+  local ok, err, en = p:start()
+  b:close()
+  if not ok then
+    parent_ends[a] = nil
+    a:close()
+    return nil, err, en
+  end
+  local fd = a:fileno()
+  local h = { p = p, conn = a, pid = p.pid, fd = fd, sentinel = p.sentinel, eof = false,
+              reader = core.pool_reader(fd) }
+  self.live[h] = true
+  self.fdlist = false
+  return h
+end
+
+local spack = string.pack
+
+function Backend:send(h, msgs)
+  if h.eof or h.retired then return nil end
+  if #msgs == 1 then return sendframe(h.fd, msgs[1]) end
+  local parts = {}
+  for i, m in ipairs(msgs) do
+    parts[2 * i - 1] = spack("<I8", #m) -- the channel's framing (pool_sendframe)
+    parts[2 * i] = m
+  end
+  return core.pool_send(h.fd, table.concat(parts))
+end
+
+function Backend:fds()
+  local list = self.fdlist
+  if list then return list end
+  list = {}
+  local owners = {}
+  for h in pairs(self.live) do
+    if not h.eof then
+      list[#list + 1] = h.fd
+      owners[#list] = h
+    end
+    list[#list + 1] = h.sentinel
+    owners[#list] = h
+  end
+  self.fdlist, self.owners = list, owners
+  return list
+end
+
+-- Everything h has sent, in order (one recv for all that is waiting).
+local frames = {}
+local function drain(self, h, events)
+  if h.eof then return end
+  local n, eof = h.reader:read(frames)
+  for i = 1, n do
+    events[#events + 1] = { h, "msg", frames[i] }
+    frames[i] = nil
+  end
+  if eof then
+    h.eof = true -- closed, or closed in the middle of a message
+    self.fdlist = false
+  end
+end
+
+function Backend:wait(timeout)
+  local list = self:fds()
+  local events = {}
+  if #list == 0 then
+    if timeout and timeout > 0 then core.pool_wait({}, timeout) end
+    return events
+  end
+  local ready, err = core.pool_wait(list, timeout)
+  if not ready then error(err, 0) end
+  local owners, sentinels = self.owners, nil
+  for _, i in ipairs(ready) do
+    local h = owners[i]
+    if list[i] == h.sentinel then
+      sentinels = sentinels or {}
+      sentinels[#sentinels + 1] = h
+    else
+      drain(self, h, events)
+    end
+  end
+  if sentinels then
+    for _, h in ipairs(sentinels) do
+      drain(self, h, events) -- what it sent before it ended comes first
+      local code = h.p.exitcode
+      if code ~= nil then
+        events[#events + 1] = { h, "exit", code }
+        h.exited = true
+        self.fdlist = false
+      end
+    end
+  end
+  return events
+end
+
+function Backend:terminate(h)
+  if not h.exited then h.p:terminate() end
+end
+
+function Backend:kill(h)
+  if not h.exited then h.p:kill() end
+end
+
+function Backend:retire(h)
+  h.retired = true
+  -- EOF tells the worker to end once it has read what it was sent
+  parent_ends[h.conn] = nil
+  h.conn:close()
+  h.eof = true
+  self.fdlist = false
+end
+
+function Backend:release(h)
+  if not self.live[h] then return end
+  self.live[h] = nil
+  self.fdlist = false
+  h.p:join()
+  h.p:close()
+  parent_ends[h.conn] = nil
+  h.conn:close()
+end
+
+function Backend:close()
+  for h in pairs(self.live) do
+    if not h.exited and h.p:is_alive() then h.p:kill() end
+    self:release(h)
+  end
+end
+
+----------------------------------------------------------------------------
+-- process.Pool([n | opts]) and get_context(m).Pool
+----------------------------------------------------------------------------
+
+local function argerror(msg)
+  error(fmt("bad argument #1 to 'Pool' (%s)", msg), 4)
+end
+
+-- method: nil (the current start method) or a context's.
+function L.new(method, opts)
+  local n, initializer, initargs, maxtasks, timeout
+  if opts == nil or math.type(opts) == "integer" then
+    n = opts
+  elseif type(opts) == "table" then
+    n = opts.processes
+    initializer, initargs = opts.initializer, opts.initargs
+    maxtasks, timeout = opts.maxtasksperchild, opts.timeout
+    for k in pairs(opts) do
+      if k ~= "processes" and k ~= "initializer" and k ~= "initargs" and k ~= "maxtasksperchild"
+         and k ~= "timeout" then
+        argerror(fmt("unknown option '%s'", tostring(k)))
+      end
+    end
+  else
+    argerror("integer or table expected, got " .. (math.type(opts) or type(opts)))
+  end
+  if n == nil then n = process.cpu_count() end
+  if math.type(n) ~= "integer" or n < 1 then argerror("processes must be at least 1") end
+  if initializer ~= nil and type(initializer) ~= "function"
+     and not (type(getmetatable(initializer)) == "table" and getmetatable(initializer).__call) then
+    argerror("initializer must be a function")
+  end
+  if initargs ~= nil and type(initargs) ~= "table" then argerror("initargs must be a table") end
+  if maxtasks ~= nil and (math.type(maxtasks) ~= "integer" or maxtasks < 1) then
+    argerror("maxtasksperchild must be a positive integer")
+  end
+  if timeout ~= nil and (type(timeout) ~= "number" or timeout <= 0) then
+    argerror("timeout must be a positive number")
+  end
+  local ctx = process.get_context(method)
+  local backend = L.backend(ctx, initializer, initargs)
+  -- nil, "start: <strerror>", "EAGAIN" when the OS refuses a worker
+  return P.new(backend, { processes = n, maxtasksperchild = maxtasks, timeout = timeout })
+end
+
+return L
