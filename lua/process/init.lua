@@ -32,8 +32,10 @@ local state = {
   method = nil,    -- set by set_start_method
 }
 
--- The default first (get_all_start_methods).
-local AVAILABLE = { "fork", "spawn", "forkserver" }
+-- The start methods, the default first (get_all_start_methods), and
+-- those whose child is a copy of the caller (src/start/method.h: the
+-- methods are known there, never by name here).
+local AVAILABLE, COPIES_CALLER = core.methods()
 local START_METHODS = {}
 for _, m in ipairs(AVAILABLE) do START_METHODS[m] = true end
 
@@ -330,9 +332,9 @@ function Process:start()
   cleanup()
   local method = self._start_method or state.method or AVAILABLE[1]
   local popen, err, ename
-  if method == "fork" then
+  if COPIES_CALLER[method] then
     warn_threads()
-    popen, err, ename = core.start("fork", rawget(self, "_daemon"))
+    popen, err, ename = core.start(method, rawget(self, "_daemon"))
   else
     if type(rawget(self, "_target")) == "table" then
       error(fmt("target: cannot send a callable table to a %s child (metatables are not " ..
@@ -686,18 +688,16 @@ local function load_payload()
   return core.child_value()
 end
 
--- The runner's child modes (src/runner/main.c):
---   child_main("--luamp-child", "spawn", result, parent, first)
---   child_main("--luamp-forkserver")   the server; returns when its owner ends
-function internal.child_main(mode, kind, a, b, c)
-  if mode == "--luamp-forkserver" then
-    state.parent_pid = core.serve()
-    if not state.parent_pid then return end -- the owner has ended
-  elseif mode == "--luamp-child" and kind == "spawn" then
-    state.parent_pid = core.spawned(math.tointeger(a), math.tointeger(b), math.tointeger(c))
-  else
+-- The runner's child mode (src/runner/main.c):
+--   child_main("--luamp-child", method, args...)
+-- the method's arguments are its own (src/start/<method>.c); a forkserver
+-- returns here when its owner ends, and in each child it forks.
+function internal.child_main(mode, method, ...)
+  if mode ~= "--luamp-child" or type(method) ~= "string" then
     error("luamp: unknown child mode", 0)
   end
+  state.parent_pid = core.become(method, ...)
+  if not state.parent_pid then return end -- no child to be: the owner has ended
   local ok, boot = pcall(load_payload)
   if not ok then child_failed(boot) end
   -- Re-chain the class: each table of the chain extends the next (a class

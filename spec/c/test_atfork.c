@@ -2,7 +2,8 @@
  * test_atfork.c - a host that forks by itself while another of its
  * threads is inside luamp's process-wide state: the child must find every
  * lock usable (issue 14: fd_lock had no reset for a host's own fork,
- * path_lock none at all).  A thread takes the locks in a tight loop, so
+ * path_lock none at all; regs_lock and fs_lock only a child-side reset:
+ * now every lock goes through the one handler of core/state.h).  A thread takes the locks in a tight loop, so
  * most forks catch one held; each child uses them under an alarm, and a
  * child ended by SIGALRM deadlocked.
  */
@@ -15,8 +16,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "core/child.h"
 #include "core/sys.h"
 #include "start/exec.h"
+#include "start/forkserver.h"
 #include "tap.h"
 
 static atomic_int stop;
@@ -43,6 +46,19 @@ static void *hammer_reserve(void *arg) {
     return NULL;
 }
 
+static void *hammer_regs(void *arg) {
+    (void)arg;
+    while (!atomic_load(&stop)) lmp_reg_free(lmp_reg_new());
+    return NULL;
+}
+
+static void *hammer_fs(void *arg) {
+    (void)arg;
+    int fds[3];
+    while (!atomic_load(&stop)) lmp_forkserver_pid(fds);
+    return NULL;
+}
+
 /* Fork n times while fn runs in a thread; each child uses the state.
  * Returns how many children deadlocked. */
 static int rounds(void *(*fn)(void *), int what, int n) {
@@ -57,12 +73,16 @@ static int rounds(void *(*fn)(void *), int what, int n) {
             char buf[4096];
             if (what == 0) lmp_fd_track(1001), lmp_fd_untrack(1001);
             else if (what == 1) lmp_runner_path(buf, sizeof buf);
-            else if (lmp_fd_reserve_release()) lmp_fd_reserve_retake();
+            else if (what == 3) lmp_reg_free(lmp_reg_new());
+            else if (what == 4) {
+                int fds[3];
+                if (lmp_forkserver_pid(fds) != 0) _exit(3); /* the parent's: never the child's */
+            } else if (lmp_fd_reserve_release()) lmp_fd_reserve_retake();
             _exit(0);
         }
         int st = 0;
         while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
-        if (!WIFEXITED(st) && ++stuck) break; /* one is enough: fail fast */
+        if ((!WIFEXITED(st) || WEXITSTATUS(st) != 0) && ++stuck) break; /* one is enough: fail fast */
     }
     atomic_store(&stop, 1);
     pthread_join(th, NULL);
@@ -77,5 +97,9 @@ int main(void) {
     ok(s == 0, "host fork while a thread sets the runner path: %d children deadlocked", s);
     s = rounds(hammer_reserve, 2, 40);
     ok(s == 0, "host fork while a thread uses the descriptor reserve: %d children deadlocked", s);
+    s = rounds(hammer_regs, 3, 40);
+    ok(s == 0, "host fork while a thread creates and frees registries: %d children deadlocked", s);
+    s = rounds(hammer_fs, 4, 40);
+    ok(s == 0, "host fork while a thread asks for the forkserver: %d children deadlocked", s);
     return tap_done();
 }

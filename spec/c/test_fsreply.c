@@ -91,7 +91,7 @@ static int start_with(pid_t pid, int with_pidfd) {
 }
 
 int main(int argc, char **argv) {
-    if (argc > 1 && strcmp(argv[1], "--luamp-forkserver") == 0) return fake_server();
+    if (argc > 2 && strcmp(argv[1], LMP_CHILD_MODE) == 0 && strcmp(argv[2], "forkserver") == 0) return fake_server();
     char self[4096];
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
     if (n <= 0) return 1;

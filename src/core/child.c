@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "result.h"
+#include "state.h"
 #include "sys.h"
 
 #ifndef P_PIDFD
@@ -36,7 +37,6 @@ static lmp_reg *regs;
 static pthread_once_t atexit_once = PTHREAD_ONCE_INIT;
 
 static void at_exit(void) { lmp_reg_shutdown_all(); }
-static void forget_self(void);
 /* Bumped in every forked child (atfork): a registry whose gen differs
  * holds only its parent's records, and reads as empty.  A child thus
  * forgets them without writing to the registries' heap pages. */
@@ -49,11 +49,22 @@ static void reg_own(lmp_reg *r) {
     r->head = NULL; /* the parent's records: inert copies, leaked on purpose */
     r->gen = fork_gen;
 }
-/* The atfork handler keeps the ownership test right in children a host
- * forks by itself (fork() then exit() must not clean up our children). */
-static void install_atexit(void) {
-    atexit(at_exit);
-    pthread_atfork(NULL, NULL, forget_self);
+static void install_atexit(void) { atexit(at_exit); }
+
+/* Around every fork (state.h), a host's own too: the forking thread takes
+ * regs_lock, so the child inherits it free and the list whole; the child
+ * then forgets the parent's records (the generation), which keeps the
+ * ownership test right in children a host forks by itself (fork() then
+ * exit() must not clean up our children). */
+static void regs_atfork_prepare(void) { pthread_mutex_lock(&regs_lock); }
+static void regs_atfork_parent(void) { pthread_mutex_unlock(&regs_lock); }
+static void regs_atfork_child(void) {
+    fork_gen++;
+    regs_lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER; /* no call: see sys.c */
+}
+__attribute__((constructor)) static void regs_install_atfork(void) {
+    static const lmp_fork_hooks h = {regs_atfork_prepare, regs_atfork_parent, regs_atfork_child};
+    lmp_state_on_fork(LMP_STATE_REGISTRIES, &h);
 }
 
 lmp_reg *lmp_reg_new(void) {
@@ -169,23 +180,6 @@ void lmp_reg_shutdown_all(void) {
     if (shutdown_hook) shutdown_hook();
 }
 
-/* This process's pid, kept current across any fork (the atfork handler
- * and lmp_reg_after_fork reset it). */
-static pid_t self_pid;
-
-/* In any forked child: the pid changed, and a lock another thread held
- * at fork will never be released here. */
-static void forget_self(void) {
-    self_pid = 0;
-    fork_gen++;
-    regs_lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER; /* no call: see sys.c */
-}
-
-pid_t lmp_self(void) {
-    if (!self_pid) self_pid = getpid();
-    return self_pid;
-}
-
 static pid_t self(void) { return lmp_self(); }
 
 int lmp_child_foreign(const lmp_child *c) { return c->owner != self(); }
@@ -202,6 +196,7 @@ lmp_child *lmp_child_new(void) {
     if (!c) return NULL;
     c->sentinel = c->result_fd = c->parent_w = c->pidfd = -1;
     c->owner = self();
+    c->ops = &lmp_child_own;
     lmp_buf_init(&c->result);
     return c;
 }
@@ -245,42 +240,40 @@ static int result_pending(int fd) {
     return !(n == 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)));
 }
 
-/* The child has ended (its sentinel said so): collect its status. */
-static int reap(lmp_child *c) {
-    int code;
-    if (c->remote) {
-        int st = 0;
-        ssize_t n;
-        /* peeked, not read: the status stays, the sentinel stays ready */
-        do n = recv(c->sentinel, &st, sizeof st, MSG_PEEK | MSG_WAITALL);
-        while (n < 0 && errno == EINTR);
-        code = n == (ssize_t)sizeof st ? st : 255;
-        /* No status: the server died, and its children with it
-         * (PR_SET_PDEATHSIG); make sure through the pidfd that this one
-         * is gone before it is reported ended (never running on,
-         * unkillable). */
-        if (code == 255 && n != (ssize_t)sizeof st && c->pidfd >= 0) {
-            lmp_pidfd_send_signal(c->pidfd, SIGKILL);
-            struct pollfd pf = {.fd = c->pidfd, .events = POLLIN};
-            lmp_poll(&pf, 1, LMP_DAEMON_GRACE);
-        }
-    } else if (c->is_pidfd) {
+/* The caller's own child ended: reap it (targeted, never waitpid(-1)). */
+static int own_status(lmp_child *c) {
+    if (c->is_pidfd) {
         siginfo_t si;
         int rc;
         do rc = waitid((idtype_t)P_PIDFD, (id_t)c->sentinel, &si, WEXITED);
         while (rc < 0 && errno == EINTR);
-        if (rc < 0) code = 255; /* ECHILD: someone else reaped it */
-        else if (si.si_code == CLD_EXITED) code = si.si_status;
-        else code = -si.si_status;
-    } else {
-        int st;
-        pid_t p;
-        do p = waitpid(c->pid, &st, 0);
-        while (p < 0 && errno == EINTR);
-        if (p < 0) code = 255;
-        else if (WIFEXITED(st)) code = WEXITSTATUS(st);
-        else code = -WTERMSIG(st);
+        if (rc < 0) return LMP_STATUS_LOST; /* ECHILD: someone else reaped it */
+        return si.si_code == CLD_EXITED ? si.si_status : -si.si_status;
     }
+    int st;
+    pid_t p;
+    do p = waitpid(c->pid, &st, 0);
+    while (p < 0 && errno == EINTR);
+    if (p < 0) return LMP_STATUS_LOST;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st);
+}
+
+/* A pidfd names this very process even after its pid is reused; an
+ * unreaped child's pid cannot be reused, so kill() is safe too. */
+static int own_signal(lmp_child *c, int sig) {
+    if (c->is_pidfd) {
+        int rc = lmp_pidfd_send_signal(c->sentinel, sig);
+        return rc == -ESRCH ? 0 : rc;
+    }
+    if (kill(c->pid, sig) < 0 && errno != ESRCH) return -errno;
+    return 0;
+}
+
+const lmp_child_ops lmp_child_own = {own_status, own_signal};
+
+/* The child has ended (its sentinel said so): collect its status. */
+static int reap(lmp_child *c) {
+    int code = c->ops->status(c);
     c->exitcode = code;
     c->ended = 1;
     /* The child is gone: what it sent is all there (see result.h).  A
@@ -297,7 +290,7 @@ static int reap(lmp_child *c) {
         lmp_fd_close(c->parent_w);
         c->parent_w = -1;
     }
-    if (c->pidfd >= 0) { /* remote: no signal to send any more */
+    if (c->pidfd >= 0) { /* no signal to send any more */
         lmp_fd_close(c->pidfd);
         c->pidfd = -1;
     }
@@ -329,17 +322,5 @@ int lmp_child_wait(lmp_child *c, double timeout) {
 int lmp_child_signal(lmp_child *c, int sig) {
     if (lmp_child_foreign(c)) return -ECHILD;
     if (c->ended) return 0;
-    /* A pidfd names this very process even after its pid is reused; an
-     * unreaped child's pid cannot be reused, so kill() is safe too. */
-    if (c->is_pidfd || c->pidfd >= 0) {
-        int rc = lmp_pidfd_send_signal(c->remote ? c->pidfd : c->sentinel, sig);
-        return rc == -ESRCH ? 0 : rc;
-    }
-    /* A remote child without a pidfd: its pid is safe to use until the
-     * server reaps it, which it reports on the sentinel; there is a window
-     * of a few microseconds between the two in which the pid could be
-     * reused (only where the kernel lacks pidfds). */
-    if (c->remote && lmp_child_poll(c) != 0) return 0;
-    if (kill(c->pid, sig) < 0 && errno != ESRCH) return -errno;
-    return 0;
+    return c->ops->signal(c, sig);
 }

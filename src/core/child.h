@@ -20,6 +20,7 @@
 
 #include <sys/types.h>
 
+#include "bounds.h"
 #include "buf.h"
 
 /* Seconds a daemon gets between SIGTERM and SIGKILL when its creator ends. */
@@ -28,11 +29,29 @@
 typedef struct lmp_reg lmp_reg;
 typedef struct lmp_child lmp_child;
 
+/* How a child is reaped and signalled: a start method's own (see
+ * src/start/method.h); the core never asks which method made a child. */
+typedef struct lmp_child_ops {
+    /* The sentinel is readable (the child ended): its exit code, n or
+     * -signum, or LMP_STATUS_LOST when it cannot be known. */
+    int (*status)(lmp_child *c);
+    /* Send sig to the child, not yet reaped.  0 (also when it is gone
+     * already) or -errno. */
+    int (*signal)(lmp_child *c, int sig);
+} lmp_child_ops;
+
+/* The caller's own child (fork, spawn): reaped with waitid(P_PIDFD) on
+ * the sentinel, or waitpid(pid) once the death pipe reads EOF. */
+extern const lmp_child_ops lmp_child_own;
+
 struct lmp_child {
     pid_t pid;
-    int sentinel;    /* pidfd, or read end of the death pipe, or (remote) of
-                      * the status pipe; -1 once closed */
-    int pidfd;       /* remote only: for signals (-1: none, use the pid) */
+    const lmp_child_ops *ops; /* set by the start method */
+    int sentinel;    /* readable once the child has ended (a pidfd, the
+                      * read end of a death pipe, a status socket...);
+                      * -1 once closed */
+    int pidfd;       /* besides the sentinel, for signals (-1: none);
+                      * closed at the reap */
     int result_fd;   /* parent's end of the result channel; -1 once read */
     int parent_w;    /* fallback only: write end of the child's parent pipe */
     int exitcode;    /* n, or -signum; valid once ended */
@@ -41,11 +60,6 @@ struct lmp_child {
     unsigned daemon : 1;
     unsigned is_pidfd : 1;
     unsigned has_ud : 1;  /* a Lua userdata still refers to it */
-    unsigned remote : 1;  /* another process's child (the forkserver's),
-                           * which writes its exit status, an int, to the
-                           * sentinel (a socket) once it has reaped it; EOF
-                           * without a status (the server died) reads as
-                           * 255; the status is peeked, never consumed */
     lmp_buf result;       /* what the child sent, once it ended */
     int result_err;       /* 0, or -errno: collecting it failed */
     lmp_reg *reg;         /* NULL once detached */
@@ -67,9 +81,8 @@ void lmp_reg_at_shutdown(void (*fn)(void));
 /* In a freshly forked child: forget every inherited child record and
  * close every tracked descriptor except keep. */
 void lmp_reg_after_fork(int keep);
-/* This process's pid, cached (reset in every forked child by the atfork
- * handler a registry installs): no system call after the first. */
-pid_t lmp_self(void);
+/* This process's pid, cached: see state.h. */
+#include "state.h"
 
 /* True for a record inherited through fork: not this process's child;
  * touch nothing.  Comparing pids (rather than marking every record in
@@ -77,7 +90,8 @@ pid_t lmp_self(void);
  * parent. */
 int lmp_child_foreign(const lmp_child *c);
 
-/* New zeroed record (fds -1), not yet in a registry; NULL on ENOMEM. */
+/* New zeroed record (fds -1, ops lmp_child_own), not yet in a registry;
+ * NULL on ENOMEM. */
 lmp_child *lmp_child_new(void);
 void lmp_child_link(lmp_reg *r, lmp_child *c);
 /* The userdata lets go: free now, or leave to the registry if unreaped. */

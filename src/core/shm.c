@@ -13,6 +13,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "state.h"
 #include "sys.h"
 
 #define PAGE 4096u
@@ -136,14 +137,15 @@ int lmp_robust_lock(pthread_mutex_t *m, const struct timespec *dl) {
  * owners, so the id is cached per thread and forgotten in a fork child
  * (which has a new one). */
 static __thread pid_t tid_cache __attribute__((tls_model("initial-exec")));
-static pthread_once_t tid_once = PTHREAD_ONCE_INIT;
 
 static void tid_forget(void) { tid_cache = 0; }
-static void tid_register(void) { pthread_atfork(NULL, NULL, tid_forget); }
+__attribute__((constructor)) static void tid_register(void) {
+    static const lmp_fork_hooks h = {NULL, NULL, tid_forget};
+    lmp_state_on_fork(LMP_STATE_TID, &h);
+}
 
 pid_t lmp_tid(void) {
     if (__builtin_expect(tid_cache == 0, 0)) {
-        pthread_once(&tid_once, tid_register);
         tid_cache = (pid_t)syscall(SYS_gettid);
     }
     return tid_cache;

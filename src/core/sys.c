@@ -7,6 +7,8 @@
  * the copy it inherited and never locks.
  */
 #include "sys.h"
+#include "bounds.h"
+#include "state.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -31,7 +33,6 @@ double lmp_now(void) {
  * covers each one the platform defines); elsewhere, the names the
  * standard and POSIX define, as a table. */
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
-#define LMP_ERRMAX 4096 /* errno values are below 4096 on Linux */
 
 const char *lmp_errname(int err) {
     const char *n = err > 0 && err < LMP_ERRMAX ? strerrorname_np(err) : NULL;
@@ -124,28 +125,21 @@ static pthread_mutex_t reserve_lock = PTHREAD_MUTEX_INITIALIZER;
 static int reserve_fd = -1, reserve_last = -1;
 static pthread_mutex_t fd_lock = PTHREAD_MUTEX_INITIALIZER;
 
-/* Around every fork, luamp's or a host's own: only the forking thread
- * exists in the child, so a lock another thread held at fork would never
- * be released there, and what it guards could be half-changed.  The
- * forking thread takes both locks first (no luamp code forks while
- * holding one, and none is held while taking another), so the child
- * inherits them free and the state consistent.  Installed when the
- * library is loaded. */
-static void sys_atfork_prepare(void) {
-    pthread_mutex_lock(&fd_lock);
-    pthread_mutex_lock(&reserve_lock);
-}
-static void sys_atfork_parent(void) {
-    pthread_mutex_unlock(&reserve_lock);
-    pthread_mutex_unlock(&fd_lock);
-}
-static void sys_atfork_child(void) {
-    /* by assignment: no call into another page of libc text in the child */
-    fd_lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
-    reserve_lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
-}
+/* Around every fork, luamp's or a host's own (state.h): the forking
+ * thread takes both locks, so the child inherits them free and the
+ * tracked set and the reserve whole.  Registered when the library is
+ * loaded. */
+static void fd_atfork_prepare(void) { pthread_mutex_lock(&fd_lock); }
+static void fd_atfork_parent(void) { pthread_mutex_unlock(&fd_lock); }
+static void fd_atfork_child(void) { fd_lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER; }
+static void reserve_atfork_prepare(void) { pthread_mutex_lock(&reserve_lock); }
+static void reserve_atfork_parent(void) { pthread_mutex_unlock(&reserve_lock); }
+static void reserve_atfork_child(void) { reserve_lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER; }
 __attribute__((constructor)) static void sys_install_atfork(void) {
-    pthread_atfork(sys_atfork_prepare, sys_atfork_parent, sys_atfork_child);
+    static const lmp_fork_hooks fds = {fd_atfork_prepare, fd_atfork_parent, fd_atfork_child};
+    static const lmp_fork_hooks reserve = {reserve_atfork_prepare, reserve_atfork_parent, reserve_atfork_child};
+    lmp_state_on_fork(LMP_STATE_FDS, &fds);
+    lmp_state_on_fork(LMP_STATE_RESERVE, &reserve);
 }
 
 int lmp_fd_reserve(void) {

@@ -175,215 +175,23 @@ static const struct region {
 };
 #define NREGIONS 2
 
-/* acc += terms a..b (b <= KD): 8 consecutive signed terms per vdivpd, each
- * into its lane's TwoSum accumulator; the rest on the scalar path. */
-T512 static void direct512(uint64_t a, uint64_t b, dd *acc) {
-    uint64_t nv = (b - a + 1) / 8;
-    if (nv) {
-        double d0[8], st[8], s0[8], c0[8];
-        direct_start(a, 8, d0, st);
-        __m512d d = _mm512_loadu_pd(d0), step = _mm512_loadu_pd(st);
-        __m512d one = _mm512_set1_pd(1.0);
-        __m512d s = _mm512_setzero_pd(), c = _mm512_setzero_pd();
-        for (uint64_t v = 0; v < nv; v++) {
-            __m512d t = _mm512_div_pd(one, d);
-            __m512d hi = _mm512_add_pd(s, t);
-            __m512d bb = _mm512_sub_pd(hi, s);
-            __m512d err = _mm512_add_pd(_mm512_sub_pd(s, _mm512_sub_pd(hi, bb)),
-                                        _mm512_sub_pd(t, bb));
-            c = _mm512_add_pd(c, err);
-            s = hi;
-            d = _mm512_add_pd(d, step);
-        }
-        _mm512_storeu_pd(s0, s);
-        _mm512_storeu_pd(c0, c);
-        lanes_add(acc, s0, c0, 8);
-        a += nv * 8;
-    }
-    if (a <= b) scalar_sum(a, b, acc);
-}
+/* The two kernels, once per instruction set (leibniz_vec.h): AVX-512F,
+ * 8 lanes per vector; AVX2 + FMA, 4 lanes. */
+#define VEC __m512d
+#define VOP(op) _mm512_##op
+#define W 8
+#define UNR U512
+#define TARGET T512
+#define LMP_VNAME(name) name##512
+#include "leibniz_vec.h"
 
-/* The bulk loop: U512 * 8 lanes, lane i summing the G * C pairs from
- * k = a + 2 G C i (a odd), G pairs per step around the centre c, all from
- * one seed r ~ 1/(x^2 - 1), the last pair computed (see the top of the
- * file).  Each pair's value is half its true value; the lane sums are
- * doubled at the end.  Always inlined with a constant order, so each region
- * gets its own loop. */
-INLINE T512 void bulk512_run(uint64_t a, uint64_t C, int order, dd *acc) {
-    const __m512d one = _mm512_set1_pd(1.0), step = _mm512_set1_pd(4.0 * G);
-    const __m512d k1 = _mm512_set1_pd(-3.0), k3 = _mm512_set1_pd(-35.0);
-    const __m512d four = _mm512_set1_pd(4.0), twelve = _mm512_set1_pd(12.0);
-    __m512d c[U512], r[U512], s[U512], cs[U512];
-    UNROLL for (int u = 0; u < U512; u++) {
-        double c0[8], seed[8];
-        lane_start(a + 2 * G * C * 8 * (uint64_t)u, 2 * G * C, 8, c0, seed);
-        c[u] = _mm512_loadu_pd(c0);
-        r[u] = _mm512_loadu_pd(seed);
-        s[u] = cs[u] = _mm512_setzero_pd();
-    }
-    for (uint64_t blk = 0; blk < C / BLK; blk++) {
-        __m512d loc[U512];
-        UNROLL for (int u = 0; u < U512; u++) loc[u] = _mm512_setzero_pd();
-        for (int st = 0; st < BLK; st++) {
-            UNROLL for (int u = 0; u < U512; u++) {
-                c[u] = _mm512_add_pd(c[u], step);
-                __m512d b = _mm512_mul_pd(c[u], r[u]);
-                __m512d e = _mm512_fnmadd_pd(c[u], b, one); /* 1 - c^2 r */
-                __m512d h1 = _mm512_fmadd_pd(k1, r[u], e);
-                __m512d h3 = _mm512_fmadd_pd(k3, r[u], e);
-                __m512d e0 = _mm512_fmadd_pd(twelve, b, h3);  /* x = c - 6 */
-                __m512d e1 = _mm512_fmadd_pd(four, b, h1);    /* x = c - 2 */
-                __m512d e2 = _mm512_fnmadd_pd(four, b, h1);   /* x = c + 2 */
-                __m512d e3 = _mm512_fnmadd_pd(twelve, b, h3); /* x = c + 6 */
-                if (order == 2) {
-                    e0 = _mm512_fmadd_pd(e0, e0, e0);
-                    e1 = _mm512_fmadd_pd(e1, e1, e1);
-                    e2 = _mm512_fmadd_pd(e2, e2, e2);
-                    e3 = _mm512_fmadd_pd(e3, e3, e3);
-                }
-                __m512d p0 = _mm512_fmadd_pd(r[u], e0, r[u]);
-                __m512d p1 = _mm512_fmadd_pd(r[u], e1, r[u]);
-                __m512d p2 = _mm512_fmadd_pd(r[u], e2, r[u]);
-                __m512d p3 = _mm512_fmadd_pd(r[u], e3, r[u]);
-                loc[u] = _mm512_add_pd(loc[u], _mm512_add_pd(_mm512_add_pd(p0, p1),
-                                                             _mm512_add_pd(p2, p3)));
-                r[u] = p3; /* the last pair seeds the next step */
-            }
-        }
-        UNROLL for (int u = 0; u < U512; u++) { /* TwoSum(s, loc) */
-            __m512d hi = _mm512_add_pd(s[u], loc[u]);
-            __m512d bb = _mm512_sub_pd(hi, s[u]);
-            __m512d err = _mm512_add_pd(_mm512_sub_pd(s[u], _mm512_sub_pd(hi, bb)),
-                                        _mm512_sub_pd(loc[u], bb));
-            cs[u] = _mm512_add_pd(cs[u], err);
-            s[u] = hi;
-        }
-    }
-    UNROLL for (int u = 0; u < U512; u++) {
-        double s0[8], c0[8];
-        _mm512_storeu_pd(s0, _mm512_add_pd(s[u], s[u])); /* exact doublings */
-        _mm512_storeu_pd(c0, _mm512_add_pd(cs[u], cs[u]));
-        lanes_add(acc, s0, c0, 8);
-    }
-}
-
-/* acc += terms a..b, a odd, all in bulk region `reg`; whole blocks go to
- * the bulk loop, the rest to direct512. */
-T512 static void bulk512(uint64_t a, uint64_t b, int reg, dd *acc) {
-    const uint64_t per = 2 * G * 8 * U512; /* terms per step, all lanes */
-    uint64_t C = (b - a + 1) / (per * BLK) * BLK;
-    if (C) {
-        if (regions[reg].order == 2) bulk512_run(a, C, 2, acc);
-        else bulk512_run(a, C, 1, acc);
-        a += per * C;
-    }
-    if (a <= b) direct512(a, b, acc);
-}
-
-/* The same two kernels for AVX2 + FMA, 4 lanes per vector. */
-T256 static void direct256(uint64_t a, uint64_t b, dd *acc) {
-    uint64_t nv = (b - a + 1) / 4;
-    if (nv) {
-        double d0[4], st[4], s0[4], c0[4];
-        direct_start(a, 4, d0, st);
-        __m256d d = _mm256_loadu_pd(d0), step = _mm256_loadu_pd(st);
-        __m256d one = _mm256_set1_pd(1.0);
-        __m256d s = _mm256_setzero_pd(), c = _mm256_setzero_pd();
-        for (uint64_t v = 0; v < nv; v++) {
-            __m256d t = _mm256_div_pd(one, d);
-            __m256d hi = _mm256_add_pd(s, t);
-            __m256d bb = _mm256_sub_pd(hi, s);
-            __m256d err = _mm256_add_pd(_mm256_sub_pd(s, _mm256_sub_pd(hi, bb)),
-                                        _mm256_sub_pd(t, bb));
-            c = _mm256_add_pd(c, err);
-            s = hi;
-            d = _mm256_add_pd(d, step);
-        }
-        _mm256_storeu_pd(s0, s);
-        _mm256_storeu_pd(c0, c);
-        lanes_add(acc, s0, c0, 4);
-        a += nv * 4;
-    }
-    if (a <= b) scalar_sum(a, b, acc);
-}
-
-
-/* The bulk loop: U256 * 4 lanes, lane i summing the G * C pairs from
- * k = a + 2 G C i (a odd), G pairs per step around the centre c, all from
- * one seed r ~ 1/(x^2 - 1), the last pair computed (see the top of the
- * file).  Each pair's value is half its true value; the lane sums are
- * doubled at the end.  Always inlined with a constant order, so each region
- * gets its own loop. */
-INLINE T256 void bulk256_run(uint64_t a, uint64_t C, int order, dd *acc) {
-    const __m256d one = _mm256_set1_pd(1.0), step = _mm256_set1_pd(4.0 * G);
-    const __m256d k1 = _mm256_set1_pd(-3.0), k3 = _mm256_set1_pd(-35.0);
-    const __m256d four = _mm256_set1_pd(4.0), twelve = _mm256_set1_pd(12.0);
-    __m256d c[U256], r[U256], s[U256], cs[U256];
-    UNROLL for (int u = 0; u < U256; u++) {
-        double c0[4], seed[4];
-        lane_start(a + 2 * G * C * 4 * (uint64_t)u, 2 * G * C, 4, c0, seed);
-        c[u] = _mm256_loadu_pd(c0);
-        r[u] = _mm256_loadu_pd(seed);
-        s[u] = cs[u] = _mm256_setzero_pd();
-    }
-    for (uint64_t blk = 0; blk < C / BLK; blk++) {
-        __m256d loc[U256];
-        UNROLL for (int u = 0; u < U256; u++) loc[u] = _mm256_setzero_pd();
-        for (int st = 0; st < BLK; st++) {
-            UNROLL for (int u = 0; u < U256; u++) {
-                c[u] = _mm256_add_pd(c[u], step);
-                __m256d b = _mm256_mul_pd(c[u], r[u]);
-                __m256d e = _mm256_fnmadd_pd(c[u], b, one); /* 1 - c^2 r */
-                __m256d h1 = _mm256_fmadd_pd(k1, r[u], e);
-                __m256d h3 = _mm256_fmadd_pd(k3, r[u], e);
-                __m256d e0 = _mm256_fmadd_pd(twelve, b, h3);  /* x = c - 6 */
-                __m256d e1 = _mm256_fmadd_pd(four, b, h1);    /* x = c - 2 */
-                __m256d e2 = _mm256_fnmadd_pd(four, b, h1);   /* x = c + 2 */
-                __m256d e3 = _mm256_fnmadd_pd(twelve, b, h3); /* x = c + 6 */
-                if (order == 2) {
-                    e0 = _mm256_fmadd_pd(e0, e0, e0);
-                    e1 = _mm256_fmadd_pd(e1, e1, e1);
-                    e2 = _mm256_fmadd_pd(e2, e2, e2);
-                    e3 = _mm256_fmadd_pd(e3, e3, e3);
-                }
-                __m256d p0 = _mm256_fmadd_pd(r[u], e0, r[u]);
-                __m256d p1 = _mm256_fmadd_pd(r[u], e1, r[u]);
-                __m256d p2 = _mm256_fmadd_pd(r[u], e2, r[u]);
-                __m256d p3 = _mm256_fmadd_pd(r[u], e3, r[u]);
-                loc[u] = _mm256_add_pd(loc[u], _mm256_add_pd(_mm256_add_pd(p0, p1),
-                                                             _mm256_add_pd(p2, p3)));
-                r[u] = p3; /* the last pair seeds the next step */
-            }
-        }
-        UNROLL for (int u = 0; u < U256; u++) { /* TwoSum(s, loc) */
-            __m256d hi = _mm256_add_pd(s[u], loc[u]);
-            __m256d bb = _mm256_sub_pd(hi, s[u]);
-            __m256d err = _mm256_add_pd(_mm256_sub_pd(s[u], _mm256_sub_pd(hi, bb)),
-                                        _mm256_sub_pd(loc[u], bb));
-            cs[u] = _mm256_add_pd(cs[u], err);
-            s[u] = hi;
-        }
-    }
-    UNROLL for (int u = 0; u < U256; u++) {
-        double s0[4], c0[4];
-        _mm256_storeu_pd(s0, _mm256_add_pd(s[u], s[u])); /* exact doublings */
-        _mm256_storeu_pd(c0, _mm256_add_pd(cs[u], cs[u]));
-        lanes_add(acc, s0, c0, 4);
-    }
-}
-
-/* acc += terms a..b, a odd, all in bulk region `reg`; whole blocks go to
- * the bulk loop, the rest to direct256. */
-T256 static void bulk256(uint64_t a, uint64_t b, int reg, dd *acc) {
-    const uint64_t per = 2 * G * 4 * U256; /* terms per step, all lanes */
-    uint64_t C = (b - a + 1) / (per * BLK) * BLK;
-    if (C) {
-        if (regions[reg].order == 2) bulk256_run(a, C, 2, acc);
-        else bulk256_run(a, C, 1, acc);
-        a += per * C;
-    }
-    if (a <= b) direct256(a, b, acc);
-}
+#define VEC __m256d
+#define VOP(op) _mm256_##op
+#define W 4
+#define UNR U256
+#define TARGET T256
+#define LMP_VNAME(name) name##256
+#include "leibniz_vec.h"
 
 #endif /* LMP_X86 */
 

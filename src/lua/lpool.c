@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "core/buf.h"
+#include "core/state.h"
 #include "core/sys.h"
 #include "lauxlib.h"
 #include "lcodec.h"
@@ -227,15 +228,11 @@ static int pool_channel(lua_State *L) {
     return 2;
 }
 
-/* This process's pid without a system call: cached, and forgotten in a
- * forked child (pthread_atfork).  A pool checks it on every call (a pool
+/* This process's pid without a system call (core/state.h: cached, and
+ * forgotten in any forked child).  A pool checks it on every call (a pool
  * belongs to the process that made it). */
-static pid_t cached_pid;
-static void forget_pid(void) { cached_pid = 0; }
-
 static int pool_getpid(lua_State *L) {
-    if (!cached_pid) cached_pid = getpid();
-    lua_pushinteger(L, cached_pid);
+    lua_pushinteger(L, lmp_self());
     return 1;
 }
 
@@ -351,11 +348,7 @@ static const luaL_Reg pool_funcs[] = {
     {"pool_channel", pool_channel},
     {NULL, NULL}};
 
-static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
-static void install_atfork(void) { pthread_atfork(NULL, NULL, forget_pid); }
-
 void lmp_open_pool(lua_State *L) {
-    pthread_once(&atfork_once, install_atfork);
     if (luaL_newmetatable(L, READER)) {
         lua_pushcfunction(L, reader_read);
         lua_setfield(L, -2, "read");

@@ -212,12 +212,12 @@ static int core_start(lua_State *L) {
     if (lmp_payload_get(L, 3, &pl)) o.payload = &pl;
     const lmp_method *m = lmp_method_find(mname);
     if (!m) return luaL_error(L, "cannot find context for '%s'", mname);
-    if (m != &lmp_method_fork && !o.payload) return luaL_argerror(L, 3, "payload expected");
+    if (!m->copies_caller && !o.payload) return luaL_argerror(L, 3, "payload expected");
     lmp_reg *reg = getreg(L);
     Popen *p = lua_newuserdatauv(L, sizeof *p, 0); /* empty, safe to collect */
     p->c = NULL;
     luaL_setmetatable(L, POPEN);
-    if (m == &lmp_method_fork) warm_child_path(L); /* may raise: before any malloc */
+    if (m->copies_caller) warm_child_path(L); /* may raise: before any malloc */
     lmp_child *c = lmp_child_new();
     if (!c) return lmp_pushoserror(L, "start", ENOMEM);
     lmp_child_info info = {-1, -1, 0};
@@ -239,6 +239,22 @@ static int core_start(lua_State *L) {
     c->has_ud = 1;
     p->c = c;
     return 1;
+}
+
+/* core.methods() -> the start methods' names, the default first, and a
+ * set of those whose child is a copy of the caller (no payload). */
+static int core_methods(lua_State *L) {
+    lua_newtable(L);
+    lua_newtable(L);
+    for (int i = 0; lmp_methods[i]; i++) {
+        lua_pushstring(L, lmp_methods[i]->name);
+        lua_rawseti(L, -3, i + 1);
+        if (lmp_methods[i]->copies_caller) {
+            lua_pushboolean(L, 1);
+            lua_setfield(L, -2, lmp_methods[i]->name);
+        }
+    }
+    return 2;
 }
 
 /* core.wait(items, timeout) -> list of indexes ready.  Items are integer
@@ -422,7 +438,7 @@ static int core_fault(lua_State *L) {
 
 static const luaL_Reg core_funcs[] = {
     {"fault", core_fault},
-    {"start", core_start},         {"wait", core_wait},
+    {"start", core_start},         {"methods", core_methods},     {"wait", core_wait},
     {"exit", core_exit},           {"parent_sentinel", core_parent_sentinel},
     {"getpid", core_getpid},       {"cpu_count", core_cpu_count},
     {"now", core_now},             {"encode", core_encode},

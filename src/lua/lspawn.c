@@ -12,10 +12,10 @@
  * into a memfd.  An unsendable value raises with its path; nothing has
  * been started then.
  *
- * Child: core.spawned(...) (a spawn child: the runner's child mode) or
- * core.serve() (the forkserver; returns in each child it forks) load the
- * payload and the channels; core.child_env() and core.child_value()
- * decode its two parts.
+ * Child: core.become(method, ...) (the runner's child mode: a spawn
+ * child, or the forkserver, which returns in each child it forks) loads
+ * the payload and the channels the method handed over; core.child_env()
+ * and core.child_value() decode its two parts.
  *
  * Payload layout: struct header, the env message, the value message.
  */
@@ -38,10 +38,11 @@
 #include "lsync.h"
 #include "start/exec.h"
 #include "start/forkserver.h"
+#include "start/method.h"
 
 #define PAYLOAD "process.Payload"
 #define PAYLOAD_MAGIC 0x50504d4cu /* "LMPP" */
-#define MAXFDS (LMP_EXEC_MAXFDS - 8)
+#define MAXFDS LMP_PAYLOAD_MAXFDS
 
 struct header {
     uint32_t magic;
@@ -187,7 +188,7 @@ static struct {
     char *data;
     size_t len;
     struct header h;
-    int fds[256];
+    int fds[LMP_PAYLOAD_MAXFDS];
     int nfds;
 } got;
 
@@ -211,7 +212,7 @@ static int load(lua_State *L, int fd) {
     }
     close(fd);
     memcpy(&got.h, d, sizeof got.h);
-    if (got.h.magic != PAYLOAD_MAGIC || got.h.envlen > n - sizeof got.h || got.h.nfds > 256) {
+    if (got.h.magic != PAYLOAD_MAGIC || got.h.envlen > n - sizeof got.h || got.h.nfds > LMP_PAYLOAD_MAXFDS) {
         free(d);
         return luaL_error(L, "payload: corrupt");
     }
@@ -221,45 +222,28 @@ static int load(lua_State *L, int fd) {
     return 0;
 }
 
-static void keep_private(int fd) {
-    if (fd < 0) return;
-    fcntl(fd, F_SETFD, FD_CLOEXEC);
-    lmp_fd_track(fd);
-}
-
-/* core.spawned(result_fd, parent_fd, first_fd): a spawn child, right
- * after exec (see start/spawn.c for the descriptor layout). */
-static int core_spawned(lua_State *L) {
-    int res = (int)lmp_checkrange(L, 1, 0, INT_MAX);
-    int par = (int)lmp_checkrange(L, 2, -1, INT_MAX);
-    int first = (int)lmp_checkrange(L, 3, 0, INT_MAX);
-    load(L, 3);
-    keep_private(res);
-    if (par >= 0) keep_private(par), keep_private(res + 1); /* + the death pipe */
-    got.nfds = (int)got.h.nfds;
-    for (int i = 0; i < got.nfds; i++) {
-        got.fds[i] = first + i;
-        fcntl(first + i, F_SETFD, FD_CLOEXEC);
-    }
-    lmp_became_child(res, par, (pid_t)got.h.parent_pid);
-    lua_pushinteger(L, got.h.parent_pid);
-    return 1;
-}
-
-/* core.serve() -> nil when the owner has ended; in each forked child:
- * the creator's pid, with the payload loaded. */
-static int core_serve(lua_State *L) {
-    static lmp_served s;
-    int rc = lmp_forkserver_serve(3, 4, &s);
-    if (rc < 0) return lmp_pushoserror(L, "forkserver", -rc);
+/* core.become(method, args...) -> the creator's pid, in a runner that
+ * method executed (the runner's child mode), with the payload loaded;
+ * nil when there is no child to be (a forkserver whose owner ended).
+ * What the child receives and where is the method's business
+ * (start/method.h). */
+static int core_become(lua_State *L) {
+    static lmp_child_start s; /* large: not on the stack */
+    const lmp_method *m = lmp_method_find(luaL_checkstring(L, 1));
+    if (!m || !m->become) return luaL_error(L, "luamp: unknown child mode");
+    int argc = lua_gettop(L) - 1;
+    char *argv[16];
+    if (argc > 16) return luaL_error(L, "luamp: bad child mode arguments");
+    for (int i = 0; i < argc; i++) argv[i] = (char *)luaL_checkstring(L, i + 2);
+    int rc = m->become(argc, argv, &s);
+    if (rc == -EINVAL) return luaL_error(L, "luamp: bad child mode arguments");
+    if (rc < 0) return lmp_pushoserror(L, m->name, -rc);
     if (rc == 0) return 0;
     load(L, s.payload_fd);
-    keep_private(s.result_w);
-    keep_private(s.parent_fd);
     got.nfds = s.nfds < (int)got.h.nfds ? s.nfds : (int)got.h.nfds;
-    memcpy(got.fds, s.fds, sizeof(int) * (size_t)s.nfds);
+    memcpy(got.fds, s.fds, sizeof(int) * (size_t)got.nfds);
     for (int i = got.nfds; i < s.nfds; i++) close(s.fds[i]);
-    lmp_became_child(s.result_w, s.parent_fd, (pid_t)got.h.parent_pid);
+    lmp_became_child(s.result_w, s.parent_r, (pid_t)got.h.parent_pid);
     lua_pushinteger(L, got.h.parent_pid);
     return 1;
 }
@@ -401,8 +385,7 @@ static int core_threads(lua_State *L) {
 
 const luaL_Reg lmp_spawn_funcs[] = {
     {"payload", core_payload},
-    {"spawned", core_spawned},
-    {"serve", core_serve},
+    {"become", core_become},
     {"child_env", core_child_env},
     {"child_value", core_child_value},
     {"set_executable", core_set_executable},

@@ -31,6 +31,7 @@
 #include "lua.h"
 #include "lualib.h"
 #include "luamp.h"
+#include "start/method.h" /* LMP_CHILD_MODE */
 
 static const char *progname = "luamp";
 static lua_State *globalL;
@@ -352,12 +353,12 @@ static int pmain(lua_State *L) {
     return 1;
 }
 
-/* The child modes, for the process module's own use (never needed by
+/* The child mode, for the process module's own use (never needed by
  * hand):
- *   luamp --luamp-child spawn RESULT PARENT FIRST   a spawn child
- *   luamp --luamp-forkserver                        the forkserver
- * The descriptors they start from are described in src/start/spawn.c and
- * src/start/forkserver.h.  No LUA_INIT, no arg table, no SIGINT handler:
+ *   luamp --luamp-child METHOD ARGS...
+ * a runner a start method executed (a spawn child, the forkserver); what
+ * it starts from is that method's business (src/start/spawn.c,
+ * src/start/forkserver.c).  No LUA_INIT, no arg table, no SIGINT handler:
  * the target runs as it would in a forked child. */
 static int child_main(lua_State *L) {
     int argc = (int)lua_tointeger(L, 1);
@@ -407,8 +408,7 @@ int main(int argc, char **argv) {
         return EXIT_FAILURE;
     }
     lua_gc(L, LUA_GCSTOP);
-    int child = argc >= 2 && (strcmp(argv[1], "--luamp-child") == 0 ||
-                              strcmp(argv[1], "--luamp-forkserver") == 0);
+    int child = argc >= 2 && strcmp(argv[1], LMP_CHILD_MODE) == 0;
     lua_pushcfunction(L, child ? child_main : pmain);
     lua_pushinteger(L, argc);
     lua_pushlightuserdata(L, argv);

@@ -65,6 +65,7 @@ int lmp_channels_adopt(lmp_channels *ch, lmp_reg *r, lmp_child *c, pid_t pid, in
     }
     /* no O_NONBLOCK needed: the result is read with MSG_DONTWAIT */
     c->pid = pid;
+    c->ops = &lmp_child_own;
     c->sentinel = sentinel;
     c->is_pidfd = ch->use_pidfd;
     c->result_fd = ch->res[0];
@@ -76,4 +77,10 @@ int lmp_channels_adopt(lmp_channels *ch, lmp_reg *r, lmp_child *c, pid_t pid, in
     lmp_fd_track(ch->par[1]);
     lmp_child_link(r, c);
     return 0;
+}
+
+void lmp_channels_keep(int fd) {
+    if (fd < 0) return;
+    fcntl(fd, F_SETFD, FD_CLOEXEC);
+    lmp_fd_track(fd);
 }

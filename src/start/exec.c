@@ -28,6 +28,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "core/state.h"
 #include "core/sys.h"
 
 extern char **environ;
@@ -133,13 +134,14 @@ static pthread_mutex_t path_lock = PTHREAD_MUTEX_INITIALIZER;
 static char *set_path;   /* lmp_set_runner_path */
 static char *found_path; /* the search's answer, once */
 
-/* Around every fork (a host's own too): taken by the forking thread, so
- * the child inherits it free and the paths whole (see sys.c). */
+/* Around every fork (a host's own too, core/state.h): taken by the
+ * forking thread, so the child inherits it free and the paths whole. */
 static void path_atfork_prepare(void) { pthread_mutex_lock(&path_lock); }
 static void path_atfork_parent(void) { pthread_mutex_unlock(&path_lock); }
-static void path_atfork_child(void) { pthread_mutex_init(&path_lock, NULL); }
+static void path_atfork_child(void) { path_lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER; }
 __attribute__((constructor)) static void path_install_atfork(void) {
-    pthread_atfork(path_atfork_prepare, path_atfork_parent, path_atfork_child);
+    static const lmp_fork_hooks h = {path_atfork_prepare, path_atfork_parent, path_atfork_child};
+    lmp_state_on_fork(LMP_STATE_RUNNER, &h);
 }
 
 int lmp_set_runner_path(const char *path) {

@@ -14,8 +14,7 @@
 
 #include <sys/types.h>
 
-/* At most this many descriptors are handed to a child. */
-#define LMP_EXEC_MAXFDS 250
+#include "core/bounds.h" /* LMP_EXEC_MAXFDS: at most this many descriptors are handed over */
 
 /* lmp_exec flags */
 enum { LMP_EXEC_DIE_WITH_PARENT = 1 }; /* SIGKILL when the caller's thread ends */

@@ -77,11 +77,4 @@ static int fork_start(lmp_reg *r, lmp_child *c, const lmp_start_opts *o, lmp_chi
     return lmp_channels_adopt(&ch, r, c, pid, o->daemon);
 }
 
-const lmp_method lmp_method_fork = {"fork", fork_start};
-
-const lmp_method *lmp_method_find(const char *name) {
-    if (strcmp(name, "fork") == 0) return &lmp_method_fork;
-    if (strcmp(name, "spawn") == 0) return &lmp_method_spawn;
-    if (strcmp(name, "forkserver") == 0) return &lmp_method_forkserver;
-    return NULL;
-}
+const lmp_method lmp_method_fork = {"fork", 1, fork_start, NULL};

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "core/child.h"
+#include "core/state.h"
 #include "core/sys.h"
 #include "exec.h"
 #include "forkserver.h"
@@ -42,17 +43,22 @@ static struct {
 
 static int mine(void) { return fs.owner == getpid() && fs.pid > 0; }
 
-/* In any forked child: the lock may have been held by another thread,
- * and the server is the parent's (its descriptors are closed there as
- * tracked ones). */
-static void atfork_child(void) {
-    pthread_mutex_init(&fs_lock, NULL);
+/* Around every fork (a host's own too, core/state.h): the forking thread
+ * takes fs_lock, so the child inherits it free and fs whole; the server
+ * is the parent's, forgotten in the child (its descriptors are closed
+ * there as tracked ones). */
+static void fs_atfork_prepare(void) { pthread_mutex_lock(&fs_lock); }
+static void fs_atfork_parent(void) { pthread_mutex_unlock(&fs_lock); }
+static void fs_atfork_child(void) {
+    fs_lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
     fs.owner = 0;
     fs.pid = 0;
     fs.conn = fs.alive_w = fs.self_fd = -1;
 }
-static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
-static void install_atfork(void) { pthread_atfork(NULL, NULL, atfork_child); }
+__attribute__((constructor)) static void fs_install_atfork(void) {
+    static const lmp_fork_hooks h = {fs_atfork_prepare, fs_atfork_parent, fs_atfork_child};
+    lmp_state_on_fork(LMP_STATE_FORKSERVER, &h);
+}
 
 static void forget(void) {
     lmp_fd_close(fs.conn);
@@ -142,8 +148,8 @@ static int start_server_locked(void) {
         err = -errno;
         goto out;
     }
-    int fds[2] = {lfd, alive[0]};
-    char *argv[] = {"luamp", "--luamp-forkserver", NULL};
+    int fds[2] = {lfd, alive[0]}; /* LMP_FS_LISTEN_FD, LMP_FS_ALIVE_FD */
+    char *argv[] = {"luamp", LMP_CHILD_MODE, "forkserver", NULL};
     fflush(NULL);
     char exe[PATH_MAX];
     pid = lmp_runner_path(exe, sizeof exe);
@@ -183,7 +189,7 @@ static int send_request(const int *fds, int nfds, int daemon) {
     struct iovec iov = {&rq, sizeof rq};
     union {
         struct cmsghdr h;
-        char buf[CMSG_SPACE(sizeof(int) * 253)];
+        char buf[CMSG_SPACE(sizeof(int) * LMP_PASS_MAXFDS)];
     } ctl;
     memset(&ctl, 0, sizeof ctl);
     struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
@@ -240,7 +246,7 @@ static int read_reply(pid_t *pid, int *pidfd) {
     if (r.err) {
         if (*pidfd >= 0) close(*pidfd);
         *pidfd = -1;
-        return r.err > 0 && r.err < 4096 ? -r.err : -EPROTO;
+        return r.err > 0 && r.err < LMP_ERRMAX ? -r.err : -EPROTO;
     }
     *pid = r.pid;
     return 0;
@@ -307,18 +313,58 @@ static int dead_connection(int err) {
            err == -ECONNABORTED;
 }
 
+/* ---- the server's children, seen from the owner --------------------- */
+
+/* The server writes the child's exit status, an int, to the sentinel (a
+ * socket) once it has reaped it.  Peeked, never consumed: the status
+ * stays and the sentinel stays readable, as a pidfd does.  EOF without a
+ * status means the server died, and its children with it
+ * (PR_SET_PDEATHSIG): the pidfd makes sure this one is gone before it is
+ * reported ended, never running on unkillable. */
+static int served_status(lmp_child *c) {
+    int st = 0;
+    ssize_t n;
+    do n = recv(c->sentinel, &st, sizeof st, MSG_PEEK | MSG_WAITALL);
+    while (n < 0 && errno == EINTR);
+    if (n == (ssize_t)sizeof st) return st;
+    if (c->pidfd >= 0) {
+        lmp_pidfd_send_signal(c->pidfd, SIGKILL);
+        struct pollfd pf = {.fd = c->pidfd, .events = POLLIN};
+        lmp_poll(&pf, 1, LMP_DAEMON_GRACE);
+    }
+    return LMP_STATUS_LOST;
+}
+
+/* Through the pidfd the server sent, which names this very process.
+ * Without one, the pid is safe to use until the server reaps the child,
+ * which it reports on the sentinel; there is a window of a few
+ * microseconds between the two in which the pid could be reused (only
+ * where the kernel lacks pidfds). */
+static int served_signal(lmp_child *c, int sig) {
+    if (c->pidfd >= 0) {
+        int rc = lmp_pidfd_send_signal(c->pidfd, sig);
+        return rc == -ESRCH ? 0 : rc;
+    }
+    if (lmp_child_poll(c) != 0) return 0;
+    if (kill(c->pid, sig) < 0 && errno != ESRCH) return -errno;
+    return 0;
+}
+
+static const lmp_child_ops served_ops = {served_status, served_signal};
+
+/* ---- starting a child ------------------------------------------------ */
+
 #define FS_ATTEMPTS 3
 
 static int fs_start(lmp_reg *r, lmp_child *c, const lmp_start_opts *o, lmp_child_info *info) {
     (void)info;
     const lmp_payload *pl = o->payload;
-    if (!pl || pl->nfds > 253 - LMP_FS_FIXED) return -EINVAL;
+    if (!pl || pl->nfds < 0 || pl->nfds > LMP_PAYLOAD_MAXFDS) return -EINVAL;
     int err = lmp_fault_hit("pipe");
     if (err) return err;
     /* the slot collecting a large result needs (sys.h), before any child */
     if ((err = lmp_fd_reserve()) < 0) return err;
     int res[2] = {-1, -1}, status[2] = {-1, -1}, par[2] = {-1, -1};
-    pthread_once(&atfork_once, install_atfork);
     pthread_mutex_lock(&fs_lock);
     check_alive_locked();
     /* The parent sentinel: our pidfd, opened once; or a pipe whose write
@@ -351,7 +397,7 @@ static int fs_start(lmp_reg *r, lmp_child *c, const lmp_start_opts *o, lmp_child
             break;
         }
         if (!mine() && (err = start_server_locked()) < 0) break;
-        int fds[253];
+        int fds[LMP_FS_FIXED + LMP_PAYLOAD_MAXFDS];
         fds[0] = pl->fd, fds[1] = res[1], fds[2] = status[1], fds[3] = parent_fd;
         if (pl->nfds > 0) memcpy(fds + LMP_FS_FIXED, pl->fds, sizeof(int) * (size_t)pl->nfds);
         err = lmp_fault_hit("fork");
@@ -385,7 +431,7 @@ static int fs_start(lmp_reg *r, lmp_child *c, const lmp_start_opts *o, lmp_child
     fcntl(res[0], F_SETFL, O_NONBLOCK);
     c->pid = pid;
     c->sentinel = status[0];
-    c->remote = 1;
+    c->ops = &served_ops;
     c->pidfd = pidfd;
     c->is_pidfd = 0;
     c->result_fd = res[0];
@@ -400,4 +446,26 @@ static int fs_start(lmp_reg *r, lmp_child *c, const lmp_start_opts *o, lmp_child
     return 0;
 }
 
-const lmp_method lmp_method_forkserver = {"forkserver", fs_start};
+/* ---- the server, and each child it forks ----------------------------- */
+
+/* In the runner the owner executed (`luamp --luamp-child forkserver`):
+ * serve until the owner ends (0), and in each child forked, become it
+ * (1).  Descriptors past what a payload may refer to are closed. */
+static int fs_become(int argc, char *const argv[], lmp_child_start *out) {
+    (void)argv;
+    if (argc != 0) return -EINVAL;
+    static lmp_served s; /* large: not on the stack */
+    int rc = lmp_forkserver_serve(LMP_FS_LISTEN_FD, LMP_FS_ALIVE_FD, &s);
+    if (rc <= 0) return rc;
+    out->payload_fd = s.payload_fd;
+    out->result_w = s.result_w;
+    out->parent_r = s.parent_fd;
+    lmp_channels_keep(s.result_w);
+    lmp_channels_keep(s.parent_fd);
+    out->nfds = s.nfds < LMP_PAYLOAD_MAXFDS ? s.nfds : LMP_PAYLOAD_MAXFDS;
+    memcpy(out->fds, s.fds, sizeof(int) * (size_t)out->nfds);
+    for (int i = out->nfds; i < s.nfds; i++) close(s.fds[i]);
+    return 1;
+}
+
+const lmp_method lmp_method_forkserver = {"forkserver", 0, fs_start, fs_become};

@@ -3,7 +3,7 @@
  * runner started on first use, that forks children on request.
  *
  * Provides: the server's loop (lmp_forkserver_serve, run by the runner in
- * `--luamp-forkserver` mode) and the owner's clean-up; the client side is
+ * `--luamp-child forkserver` mode) and the owner's clean-up; the client side is
  * lmp_method_forkserver (method.h).
  *
  * Protocol.  The owner binds a SOCK_SEQPACKET unix socket in the abstract
@@ -37,11 +37,16 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "core/bounds.h"
+
 #define LMP_FS_MAGIC 0x4c4d5031u /* "LMP1" */
 /* Seconds the owner waits for a reply before it replaces the server. */
 #define LMP_FS_REPLY_TIMEOUT 30.0
 /* Descriptors of a request besides the payload's own. */
 #define LMP_FS_FIXED 4
+/* Where the server finds the listening socket and the alive pipe. */
+#define LMP_FS_LISTEN_FD 3
+#define LMP_FS_ALIVE_FD 4
 
 struct lmp_fs_request {
     uint32_t magic;
@@ -58,7 +63,7 @@ typedef struct lmp_served {
     int payload_fd;
     int result_w;
     int parent_fd; /* readable when the owner ends */
-    int fds[256];  /* the payload's own descriptors */
+    int fds[LMP_PASS_MAXFDS - LMP_FS_FIXED]; /* the payload's own descriptors */
     int nfds;
 } lmp_served;
 

@@ -127,7 +127,7 @@ static int handle(server *s, int conn, lmp_served *out) {
     struct iovec iov = {&rq, sizeof rq};
     union {
         struct cmsghdr h;
-        char buf[CMSG_SPACE(sizeof(int) * 253)];
+        char buf[CMSG_SPACE(sizeof(int) * LMP_PASS_MAXFDS)];
     } ctl;
     struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
                        .msg_controllen = sizeof ctl.buf};
@@ -136,11 +136,11 @@ static int handle(server *s, int conn, lmp_served *out) {
     while (n < 0 && errno == EINTR);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
     if (n <= 0) return -1;
-    int fds[253], nfds = 0;
+    int fds[LMP_PASS_MAXFDS], nfds = 0;
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
         if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
         int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-        for (int i = 0; i < k && nfds < 253; i++) memcpy(&fds[nfds++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+        for (int i = 0; i < k && nfds < LMP_PASS_MAXFDS; i++) memcpy(&fds[nfds++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
     }
     if (n != (ssize_t)sizeof rq || rq.magic != LMP_FS_MAGIC || nfds < LMP_FS_FIXED) {
         close_all(fds, nfds);

@@ -1,0 +1,49 @@
+/*
+ * state.h - the process-wide state across fork: one after-fork handler.
+ *
+ * Provides: this process's pid (cached, current in every fork child), and
+ * the one pthread_atfork handler of the library, which keeps every piece
+ * of process-wide state whole across any fork, luamp's or a host's own:
+ * each owner of a lock and of state only its parent may use registers a
+ * slot below, once, at load.  Around a fork the forking thread takes
+ * every registered lock (prepare, in slot order: that order is the lock
+ * order of the whole library), releases them in the parent in reverse,
+ * and in the child re-initialises them and forgets the parent's state
+ * (child, in reverse).  No other pthread_atfork call exists in luamp.
+ * Uses: nothing but libc.  Must never: include lua.h, call into libc in a
+ * child hook beyond what async-signal-safe code may (the child of a
+ * threaded host runs them), fork while holding a registered lock.
+ */
+#ifndef LMP_STATE_H
+#define LMP_STATE_H
+
+#include <sys/types.h>
+
+/* The slots, in lock order: a lock may be taken while holding one of an
+ * earlier slot, never of a later one. */
+enum {
+    LMP_STATE_REGISTRIES, /* core/child.c: every registry, the fork generation */
+    LMP_STATE_FORKSERVER, /* start/forkserver.c: the owner's server */
+    LMP_STATE_RUNNER,     /* start/exec.c: the runner's path */
+    LMP_STATE_FDS,        /* core/sys.c: the tracked descriptors */
+    LMP_STATE_RESERVE,    /* core/sys.c: the descriptor reserve */
+    LMP_STATE_TID,        /* core/shm.c: the calling thread's cached id (no lock) */
+    LMP_STATE_SLOTS
+};
+
+typedef struct lmp_fork_hooks {
+    void (*prepare)(void); /* take the lock (NULL: none) */
+    void (*parent)(void);  /* release it */
+    void (*child)(void);   /* re-initialise it (by assignment), forget the parent's state */
+} lmp_fork_hooks;
+
+/* Register the hooks of one slot (from a constructor: before any thread
+ * of the host can fork).  The handler itself is installed at the first
+ * registration. */
+void lmp_state_on_fork(int slot, const lmp_fork_hooks *h);
+
+/* This process's pid, cached: no system call after the first, reset in
+ * every forked child before any child hook runs. */
+pid_t lmp_self(void);
+
+#endif
