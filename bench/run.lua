@@ -536,8 +536,8 @@ if want("sync") then
   row("sync", "2 processes x 1e6 Value:add(1)", a, "adds/s", pa, "Python with v.get_lock(): v.value += 1",
     pa and a / pa, "")
   local m = scale(2000)
-  local e, f = side_by_side(3, function() return event_wake(m) end, "futexwake " .. m)
-  row("sync", "Event set -> wait returns in another process", e, "us", f, "C futex wake", e / f, "<= 2x C")
+  local e, fw = side_by_side(3, function() return event_wake(m) end, "futexwake " .. m)
+  row("sync", "Event set -> wait returns in another process", e, "us", fw, "C futex wake", e / fw, "<= 2x C")
 end
 
 ------------------------------------------------------------------------
