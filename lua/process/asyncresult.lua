@@ -3,8 +3,9 @@
 --
 -- Transport-independent: a result only knows its pool, and the pool
 -- exposes what waiting needs (README "Pool"):
---   pool:_wait_for(cond, deadline)  runs the pool's bookkeeping until
---                                   cond() is true or the monotonic
+--   pool:_wait_for(cond, deadline, arg)
+--                                   runs the pool's bookkeeping until
+--                                   cond(arg) is true or the monotonic
 --                                   deadline passes (nil: none)
 --   pool:_fds()                     descriptors whose readiness means the
 --                                   pool has work (nil: the backend has
@@ -27,23 +28,24 @@ R.AsyncResult = AsyncResult
 
 local seq = 0 -- completion order, for as_completed
 
-function R.new(pool, id, opts)
-  local r
-  r = setmetatable({
-    _pool = pool,
-    _id = id,
-    _done = false,
-    _ok = nil,
-    _values = nil,   -- table.pack'd values, or the error message
-    _seq = false,
-    _callback = opts and opts.callback or nil,
-    _error_callback = opts and opts.error_callback or nil,
-    _cancel = nil,   -- set by the pool: function() -> true when cancelled
-    _is_done = nil,  -- the condition its waits pass to the pool
-  }, AsyncResult)
-  r._is_done = function() return r._done end
-  return r
+-- Fields left nil are not written: a result is made per task, and an
+-- empty slot in the constructor still costs.  Fields: _pool, _id, _done,
+-- _ok, _values (table.pack'd values, or the error message), _seq
+-- (completion order), _callback, _error_callback, _cancel (the pool's:
+-- function(r) -> true when cancelled) and _task (the pool's, for it).
+function R.new(pool, id, opts, cancel, task)
+  if opts then
+    return setmetatable({ _pool = pool, _id = id, _done = false, _seq = false,
+                          _cancel = cancel, _task = task,
+                          _callback = opts.callback, _error_callback = opts.error_callback },
+                        AsyncResult)
+  end
+  return setmetatable({ _pool = pool, _id = id, _done = false, _seq = false,
+                        _cancel = cancel, _task = task }, AsyncResult)
 end
+
+-- The condition a result's waits pass to the pool (one for all results).
+local function is_done(r) return r._done end
 
 function R.is_result(o)
   return getmetatable(o) == AsyncResult
@@ -98,7 +100,7 @@ end
 function AsyncResult:wait(timeout)
   check(self, "wait")
   local deadline = opt_timeout(timeout, "wait")
-  if not self._done then self._pool:_wait_for(self._is_done, deadline) end
+  if not self._done then self._pool:_wait_for(is_done, deadline, self) end
   return self._done
 end
 
@@ -107,7 +109,7 @@ function AsyncResult:get(timeout)
   check(self, "get")
   local deadline = opt_timeout(timeout, "get")
   if not self._done then
-    self._pool:_wait_for(self._is_done, deadline)
+    self._pool:_wait_for(is_done, deadline, self)
     if not self._done then return nil, "timeout" end
   end
   if not self._ok then error(self._values, 0) end

@@ -210,6 +210,8 @@ function P.handle(msg, st)
     local res
     ok, res = packed(call(handler, f, tunpack(args, 1, args.n or #args)))
     if not ok then return err_reply(id, res[1]) end
+    local nums = pack_numbers(res, 1, res.n) -- numbers only: no codec
+    if nums then return spack("<jBBf", id, ST_OK, 1, now() - started) .. nums end
     ok, reply = pcall(encode, res)
   else
     local out, err, index = run_map(f, args, mode == MODE_STAR)
@@ -702,17 +704,17 @@ function Pool:_guarded(deadline)
   end
 end
 
--- Run the bookkeeping until cond() or the deadline (nil: none).
-function Pool:_wait_for(cond, deadline)
+-- Run the bookkeeping until cond(arg) or the deadline (nil: none).
+function Pool:_wait_for(cond, deadline, arg)
   if getpid() ~= self._owner then error("pool not running", 3) end
   while true do
-    run_callbacks(self)
-    if cond() then return true end
+    if self._cbq[1] then run_callbacks(self) end
+    if cond(arg) then return true end
     if deadline and now() >= deadline then return false end
     if not next(self._workers) and not next(self._dying) and self._qhead > self._qtail
        and not next(self._running) then
       -- nothing can make progress any more
-      if cond() then return true end
+      if cond(arg) then return true end
       return false
     end
     self:_guarded(deadline)
@@ -752,6 +754,7 @@ local function new_task(self, fnid, bytes, cacheit, mode, args, timeout, on_done
   return {
     id = self._nextid, fnid = fnid, fnbytes = bytes, cacheit = cacheit,
     mode = mode, args = args, timeout = timeout, on_done = on_done,
+    afmt = false, r = false, -- set by the caller (slots made here: no rehash)
   }
 end
 
@@ -812,12 +815,20 @@ local function apply_async(self, f, args, opts, fname, L)
     if opts.timeout ~= nil then timeout = opt_timeout(opts.timeout, fname, 3, L + 1) end
   end
   local fnid, fbytes, cacheit = encode_fn(f, L + 1)
-  local bytes = encode_args(args or {}, "args", nil, L + 1)
+  local bytes, afmt
+  if args then
+    -- a plain list of numbers (the common case) travels without the codec
+    local n = rawget(args, "n") or rawlen(args)
+    if math.type(n) == "integer" and getmetatable(args) == nil then
+      bytes = pack_numbers(args, 1, n)
+      if bytes then afmt = 1 end
+    end
+  end
+  if not bytes then bytes = encode_args(args or {}, "args", nil, L + 1) end
   local task = new_task(self, fnid, fbytes, cacheit, MODE_APPLY, bytes, timeout, apply_done)
-  local r = R.new(self, task.id, opts)
+  task.afmt = afmt
+  local r = R.new(self, task.id, opts, apply_cancel, task)
   task.r = r
-  r._task = task
-  r._cancel = apply_cancel
   self._unfinished[r] = true
   enqueue(self, task)
   -- start it now if a worker has room (while many queue, they are full)
