@@ -270,10 +270,6 @@ end
 -- process.mpi.Pool([n | opts])
 ----------------------------------------------------------------------------
 
-local function argerror(msg)
-  error(fmt("bad argument #1 to 'Pool' (%s)", msg), 3)
-end
-
 function M.Pool(opts)
   if M.rank() ~= 0 then error("process.mpi.Pool: only rank 0 can create a pool", 2) end
   local nservers = M.size() - 1
@@ -281,32 +277,7 @@ function M.Pool(opts)
     error("process.mpi.Pool: no serving ranks (start the job with mpiexec -n N, N >= 2, " ..
       "and load the module with -l process.mpi)", 2)
   end
-  local n, initializer, initargs, maxtasks, timeout
-  if opts == nil or math.type(opts) == "integer" then
-    n = opts
-  elseif type(opts) == "table" then
-    n = opts.processes
-    initializer, initargs = opts.initializer, opts.initargs
-    maxtasks, timeout = opts.maxtasksperchild, opts.timeout
-    for k in pairs(opts) do
-      if k ~= "processes" and k ~= "initializer" and k ~= "initargs" and k ~= "maxtasksperchild"
-         and k ~= "timeout" then
-        argerror(fmt("unknown option '%s'", tostring(k)))
-      end
-    end
-  else
-    argerror("integer or table expected, got " .. (math.type(opts) or type(opts)))
-  end
-  if n == nil then n = nservers end
-  if math.type(n) ~= "integer" or n < 1 then argerror("processes must be at least 1") end
-  if initializer ~= nil and type(initializer) ~= "function" then argerror("initializer must be a function") end
-  if initargs ~= nil and type(initargs) ~= "table" then argerror("initargs must be a table") end
-  if maxtasks ~= nil and (math.type(maxtasks) ~= "integer" or maxtasks < 1) then
-    argerror("maxtasksperchild must be a positive integer")
-  end
-  if timeout ~= nil and (type(timeout) ~= "number" or timeout <= 0) then
-    argerror("timeout must be a positive number")
-  end
+  local n, initializer, initargs, maxtasks, timeout = P.options(opts, nservers, 2)
   -- what cannot be sent to the ranks is refused here, with its path
   local ok, err = pcall(encode, {initializer = initializer, initargs = initargs}, true)
   if not ok then error((tostring(err):gsub("^value%.", "")), 2) end

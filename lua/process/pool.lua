@@ -1175,4 +1175,44 @@ function Pool:__tostring()
   return fmt("<Pool processes=%d state=%s>", self._n, self._state)
 end
 
+-- Pool's options, checked alike by every backend's front end (process.Pool,
+-- process.mpi.Pool): n | {processes, initializer, initargs,
+-- maxtasksperchild, timeout}; default_n when no processes are given.
+-- level: the user's call, counted as error() counts from the function
+-- calling this (1 is that function).
+-- Returns n, initializer, initargs, maxtasksperchild, timeout.
+function P.options(opts, default_n, level)
+  local function bad(msg) error(fmt("bad argument #1 to 'Pool' (%s)", msg), level + 2) end
+  local n, initializer, initargs, maxtasks, timeout
+  if opts == nil or math.type(opts) == "integer" then
+    n = opts
+  elseif type(opts) == "table" then
+    n = opts.processes
+    initializer, initargs = opts.initializer, opts.initargs
+    maxtasks, timeout = opts.maxtasksperchild, opts.timeout
+    for k in pairs(opts) do
+      if k ~= "processes" and k ~= "initializer" and k ~= "initargs" and k ~= "maxtasksperchild"
+         and k ~= "timeout" then
+        bad(fmt("unknown option '%s'", tostring(k)))
+      end
+    end
+  else
+    bad("integer or table expected, got " .. (math.type(opts) or type(opts)))
+  end
+  if n == nil then n = default_n end
+  if math.type(n) ~= "integer" or n < 1 then bad("processes must be at least 1") end
+  if initializer ~= nil and type(initializer) ~= "function"
+     and not (type(getmetatable(initializer)) == "table" and getmetatable(initializer).__call) then
+    bad("initializer must be a function")
+  end
+  if initargs ~= nil and type(initargs) ~= "table" then bad("initargs must be a table") end
+  if maxtasks ~= nil and (math.type(maxtasks) ~= "integer" or maxtasks < 1) then
+    bad("maxtasksperchild must be a positive integer")
+  end
+  if timeout ~= nil and (type(timeout) ~= "number" or timeout <= 0) then
+    bad("timeout must be a positive number")
+  end
+  return n, initializer, initargs, maxtasks, timeout
+end
+
 return P

@@ -16,7 +16,7 @@ local core = ...
 local process = require "process"
 local P = require "process.pool"
 
-local type, error, fmt = type, error, string.format
+local error, fmt = error, string.format
 local sendframe = core.pool_sendframe
 
 local L = {}
@@ -235,41 +235,10 @@ end
 -- process.Pool([n | opts]) and get_context(m).Pool
 ----------------------------------------------------------------------------
 
-local function argerror(msg)
-  error(fmt("bad argument #1 to 'Pool' (%s)", msg), 4)
-end
-
 -- method: nil (the current start method) or a context's.
 function L.new(method, opts)
-  local n, initializer, initargs, maxtasks, timeout
-  if opts == nil or math.type(opts) == "integer" then
-    n = opts
-  elseif type(opts) == "table" then
-    n = opts.processes
-    initializer, initargs = opts.initializer, opts.initargs
-    maxtasks, timeout = opts.maxtasksperchild, opts.timeout
-    for k in pairs(opts) do
-      if k ~= "processes" and k ~= "initializer" and k ~= "initargs" and k ~= "maxtasksperchild"
-         and k ~= "timeout" then
-        argerror(fmt("unknown option '%s'", tostring(k)))
-      end
-    end
-  else
-    argerror("integer or table expected, got " .. (math.type(opts) or type(opts)))
-  end
-  if n == nil then n = process.cpu_count() end
-  if math.type(n) ~= "integer" or n < 1 then argerror("processes must be at least 1") end
-  if initializer ~= nil and type(initializer) ~= "function"
-     and not (type(getmetatable(initializer)) == "table" and getmetatable(initializer).__call) then
-    argerror("initializer must be a function")
-  end
-  if initargs ~= nil and type(initargs) ~= "table" then argerror("initargs must be a table") end
-  if maxtasks ~= nil and (math.type(maxtasks) ~= "integer" or maxtasks < 1) then
-    argerror("maxtasksperchild must be a positive integer")
-  end
-  if timeout ~= nil and (type(timeout) ~= "number" or timeout <= 0) then
-    argerror("timeout must be a positive number")
-  end
+  -- the user's call is level 3 (1 here, 2 process.Pool or a context's Pool)
+  local n, initializer, initargs, maxtasks, timeout = P.options(opts, process.cpu_count(), 3)
   local ctx = process.get_context(method)
   local backend = L.backend(ctx, initializer, initargs)
   -- nil, "start: <strerror>", "EAGAIN" when the OS refuses a worker
