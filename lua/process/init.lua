@@ -18,6 +18,20 @@ local M = {}
 -- public table: require "process.internal" (see the end of this file).
 local internal = {}
 
+-- An error value as lua.c shows it: strings as they are, numbers
+-- converted, a value with __tostring through it, anything else named by
+-- its type.  Used by every handler that reports a child's or a task's error.
+function internal.error_text(msg)
+  if type(msg) == "number" then
+    return tostring(msg) -- lua.c's lua_tostring converts numbers
+  elseif type(msg) ~= "string" then
+    local mt = getmetatable(msg)
+    if type(mt) == "table" and mt.__tostring then return tostring(msg) end
+    return string.format("(error object is a %s value)", type(msg))
+  end
+  return msg
+end
+
 -- Per-process bookkeeping; a child starts it afresh (see bootstrap).
 local state = {
   current = nil,   -- this process's Process object
@@ -483,16 +497,7 @@ end
 -- parent's stack (fork) or of the runner's (spawn): the frames from
 -- core.call down are not the child's and are left out.
 local function handler(msg)
-  if type(msg) == "number" then
-    msg = tostring(msg) -- lua.c's lua_tostring converts numbers
-  elseif type(msg) ~= "string" then
-    local mt = getmetatable(msg)
-    if type(mt) == "table" and mt.__tostring then
-      msg = tostring(msg)
-    else
-      msg = fmt("(error object is a %s value)", type(msg))
-    end
-  end
+  msg = internal.error_text(msg)
   -- last: the deepest of the child's frames (below it, core.call).  A
   -- level costs getinfo time in proportion to it: on a deep stack (a
   -- runaway recursion) core.call is searched from the bottom up.

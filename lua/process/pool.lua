@@ -82,15 +82,9 @@ local ST_ERR, ST_OK, ST_READY, ST_INIT, ST_SKIPPED = 0, 1, 2, 3, 4
 ----------------------------------------------------------------------------
 
 -- Message handler: the message and the traceback of the task's frames.
+local error_text = require("process.internal").error_text
 local function handler(msg)
-  if type(msg) ~= "string" then
-    local mt = getmetatable(msg)
-    if type(mt) == "table" and mt.__tostring then
-      msg = tostring(msg)
-    else
-      msg = fmt("(error object is a %s value)", type(msg))
-    end
-  end
+  msg = error_text(msg)
   local tb = debug.traceback(msg, 2)
   local cut = tb:find("\n\t%[C%]: in [%w ]*'call'")
   return cut and tb:sub(1, cut - 1) or tb
