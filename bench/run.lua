@@ -172,7 +172,7 @@ if want("startjoin") then
   if have("taskset") then
     -- pinned to one CPU: parent and child take turns, no migration
     local pin = "taskset -c 0 "
-    local timed = "local P = require('process').Process; local now = require('process')._now; " ..
+    local timed = "local P = require('process').Process; local now = require('process.internal').now; " ..
       "local function e() end; local v = {}; for i = 1, %d do local t = now(); " ..
       "local p = P{target = e}; p:start(); p:join(); p:close(); v[i] = (now() - t) * 1e6 end; " ..
       "table.sort(v); print(v[#v // 2 + 1])"
