@@ -68,6 +68,13 @@ describe("process.mpi", function()
     assert.is_true(#mpi.processor_name() > 0)
   end)
 
+  it("shows exactly its documented members (API.md): the transport stays private", function()
+    local names = {}
+    for k in pairs(mpi) do names[#names + 1] = k end
+    table.sort(names)
+    assert.same({"Pool", "processor_name", "rank", "size"}, names)
+  end)
+
   it("map and imap over the ranks equal the local result exactly", function()
     local scale = 3
     local function f(x)

@@ -25,6 +25,13 @@ describe("the process table", function()
     assert.equal(3, internal.decode(internal.encode(3)))
   end)
 
+  it("process.pi shows exactly its documented members (API.md, and pi.impl in doc/API.md)", function()
+    local names = {}
+    for k in pairs(require "process.pi") do names[#names + 1] = k end
+    table.sort(names)
+    assert.same({"impl", "leibniz", "parallel"}, names)
+  end)
+
   it("process.internal can be required first, from a stock lua5.4", function()
     local out, err, code = H.run(H.lua .. " -e " .. H.q([[
       local internal = require "process.internal"

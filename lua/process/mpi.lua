@@ -1,8 +1,10 @@
 -- process/mpi.lua - process.mpi: the Pool over MPI ranks (the MPI worker
 -- backend of process.pool's scheduler) and the serving loop of ranks
 -- 1..N-1.  Compiled into process/mpi.so (src/mpi/lmpi.c) and called with
--- the C table (rank, size, processor_name, _send, _recv, _shutdown and the
--- protocol tags); returns the module.
+-- the module's C table (rank, size, processor_name: the public surface)
+-- and a private one (send, recv and the protocol tags); returns the module
+-- (the C table with Pool added) and the serving loop, which lmpi.c runs
+-- on ranks 1..N-1.  Nothing private is left on the module.
 --
 -- The scheduler (lua/process/pool.lua) is the local Pool's: same
 -- AsyncResult, iterators, timeouts, failure semantics.  Its worker backend
@@ -24,7 +26,7 @@
 --                   pack("<jBj", gen, 2, exitcode)  the worker ended
 --                   pack("<jBj", gen, 3, pid)       the worker started
 --                   pack("<jB", gen, 4) .. text     it could not start
-local M = ...
+local M, C = ...
 local process = require "process"
 local P = require "process.pool"
 
@@ -32,8 +34,8 @@ local fmt = string.format
 local spack, sunpack = string.pack, string.unpack
 local internal = require "process.internal"
 local encode, decode, now = internal.encode, internal.decode, internal.now
-local send, recv = M._send, M._recv
-local TASK, CTRL, STOP, RESULT = M._TASK, M._CTRL, M._STOP, M._RESULT
+local send, recv = C.send, C.recv
+local TASK, CTRL, STOP, RESULT = C.TASK, C.CTRL, C.STOP, C.RESULT
 local EV_MSG, EV_EXIT, EV_STARTED, EV_FAILED = 1, 2, 3, 4
 
 ----------------------------------------------------------------------------
@@ -56,7 +58,7 @@ local function quietly(f, ...)
   return table.unpack(res, 2, res.n)
 end
 
-function M._serve()
+local function serve()
   local L = require "process.pool_local"
   local ctx = process.get_context("fork")
   local workers = {} -- gen -> {lb = local backend, h = its worker}
@@ -284,4 +286,4 @@ function M.Pool(opts)
   return P.new(new_backend(initializer, initargs), {processes = n, maxtasksperchild = maxtasks, timeout = timeout})
 end
 
-return M
+return M, serve

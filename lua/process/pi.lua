@@ -45,6 +45,43 @@ local function share(kernel, index, first, last, progress)
   return sum, internal.now() - t0
 end
 
+-- pi.parallel{terms = N, mpi = true [, processes = P]}: the same split
+-- and the same sum over P serving ranks of an MPI job (default: all of
+-- them), through process.mpi's Pool; progress is not reported.  Each
+-- share's child is forked on its rank, so the estimate is bit-identical
+-- to the local run with the same P.
+local function parallel_mpi(kernel, terms, procs)
+  local mpi = require "process.mpi"
+  local servers = mpi.size() - 1
+  if servers < 1 then
+    error("pi.parallel: mpi = true needs serving ranks (mpiexec -n N, N >= 2, -l process.mpi)", 3)
+  end
+  procs = check_count(procs or servers, "processes", math.min(terms, 4096))
+  local t0 = internal.now()
+  local pool <close> = mpi.Pool{processes = math.min(procs, servers)}
+  local children, results = {}, {}
+  local per, extra = terms // procs, terms % procs
+  local first = 1
+  for i = 1, procs do
+    local last = first + per - 1 + (i <= extra and 1 or 0)
+    children[i] = {first = first, last = last}
+    results[i] = pool:apply_async(share, {kernel, i, first, last})
+    first = last + 1
+  end
+  local sum, c = 0.0, 0.0
+  for i, r in ipairs(results) do
+    local s, seconds = r:get()
+    children[i].seconds = seconds
+    local y = s - c
+    local t = sum + y
+    c = (t - sum) - y
+    sum = t
+  end
+  local estimate = 4 * sum
+  return estimate, estimate - math.pi, {wall = internal.now() - t0, impl = pi.impl, children = children,
+    ranks = math.min(procs, servers)}
+end
+
 -- pi.parallel{terms = N, processes = P [, kernel = "leibniz"]
 --             [, progress = function(done, total, per_child)]}
 -- -> estimate, error against math.pi, timing
@@ -67,7 +104,7 @@ function pi.parallel(opts)
     error("bad argument #1 to 'parallel' (progress must be a function)", 2)
   end
   if opts.mpi then
-    return pi._parallel_mpi(kernel, terms, opts.processes, share)
+    return parallel_mpi(kernel, terms, opts.processes)
   end
   local progress = report and assert(process.Array("int64", procs, {lock = false}))
   local t0 = internal.now()
@@ -122,43 +159,6 @@ function pi.parallel(opts)
   end
   local estimate = 4 * sum
   return estimate, estimate - math.pi, {wall = internal.now() - t0, impl = pi.impl, children = children}
-end
-
--- pi.parallel{terms = N, mpi = true [, processes = P]}: the same split
--- and the same sum over P serving ranks of an MPI job (default: all of
--- them), through process.mpi's Pool; progress is not reported.  Each
--- share's child is forked on its rank, so the estimate is bit-identical
--- to the local run with the same P.
-function pi._parallel_mpi(kernel, terms, procs, share_fn)
-  local mpi = require "process.mpi"
-  local servers = mpi.size() - 1
-  if servers < 1 then
-    error("pi.parallel: mpi = true needs serving ranks (mpiexec -n N, N >= 2, -l process.mpi)", 3)
-  end
-  procs = check_count(procs or servers, "processes", math.min(terms, 4096))
-  local t0 = internal.now()
-  local pool <close> = mpi.Pool{processes = math.min(procs, servers)}
-  local children, results = {}, {}
-  local per, extra = terms // procs, terms % procs
-  local first = 1
-  for i = 1, procs do
-    local last = first + per - 1 + (i <= extra and 1 or 0)
-    children[i] = {first = first, last = last}
-    results[i] = pool:apply_async(share_fn, {kernel, i, first, last})
-    first = last + 1
-  end
-  local sum, c = 0.0, 0.0
-  for i, r in ipairs(results) do
-    local s, seconds = r:get()
-    children[i].seconds = seconds
-    local y = s - c
-    local t = sum + y
-    c = (t - sum) - y
-    sum = t
-  end
-  local estimate = 4 * sum
-  return estimate, estimate - math.pi, {wall = internal.now() - t0, impl = pi.impl, children = children,
-    ranks = math.min(procs, servers)}
 end
 
 return pi

@@ -7,7 +7,7 @@
  * luaopen_process_mpi initialises MPI (once).  On rank 0 it returns the
  * module (lua/process/mpi.lua completes it: the Pool, an MPI worker backend
  * of process.pool's scheduler).  On every other rank it never returns: it
- * runs the serving loop (mpi.lua's _serve, which forks the workers and
+ * runs the serving loop (mpi.lua's serve, which forks the workers and
  * relays between them and rank 0) until rank 0 says STOP, then finalises
  * MPI and exits 0, so the script after `-l process.mpi` only ever runs on
  * rank 0.
@@ -157,12 +157,6 @@ static void shutdown_mpi(void) {
         }
     }
     MPI_Finalize();
-}
-
-static int l_shutdown(lua_State *L) {
-    (void)L;
-    shutdown_mpi();
-    return 0;
 }
 
 static int l_rank(lua_State *L) {
@@ -342,10 +336,12 @@ static int l_recv(lua_State *L) {
     }
 }
 
+/* The module's C functions: its public surface (API.md), nothing else. */
 static const luaL_Reg funcs[] = {
-    {"rank", l_rank},     {"size", l_size},         {"processor_name", l_processor_name},
-    {"_send", l_send},    {"_recv", l_recv},        {"_shutdown", l_shutdown},
-    {NULL, NULL}};
+    {"rank", l_rank}, {"size", l_size}, {"processor_name", l_processor_name}, {NULL, NULL}};
+
+/* What only mpi.lua sees (its second argument): the transport and tags. */
+static const luaL_Reg private_funcs[] = {{"send", l_send}, {"recv", l_recv}, {NULL, NULL}};
 
 /* __gc of a sentinel in the registry: rank 0's lua_close shuts MPI down. */
 static int sentinel_gc(lua_State *L) {
@@ -378,16 +374,17 @@ static void init_mpi(lua_State *L) {
     MPI_Comm_size(MPI_COMM_WORLD, &g_size);
 }
 
-/* [-0, +1, e]  Run the embedded lua/process/mpi.lua with the table on top
- * (popped); pushes what it returns. */
+/* [-2, +2, e]  Run the embedded lua/process/mpi.lua with the module's
+ * table and the private one on top (popped); pushes what it returns: the
+ * module and its serving loop. */
 static void run_embedded(lua_State *L) {
     const lmp_embedded *e = &lmp_embedded_lua[0];
     if (luaL_loadbufferx(L, e->bin, e->binlen, e->chunk, "b") != LUA_OK) {
         lua_pop(L, 1);
         if (luaL_loadbufferx(L, e->src, e->len, e->chunk, "t") != LUA_OK) lua_error(L);
     }
-    lua_insert(L, -2);
-    lua_call(L, 1, 1);
+    lua_insert(L, -3);
+    lua_call(L, 2, 2);
 }
 
 LMP_API int luaopen_process_mpi(lua_State *L);
@@ -403,28 +400,29 @@ LMP_API int luaopen_process_mpi(lua_State *L) {
         lua_setfield(L, LUA_REGISTRYINDEX, "luamp.mpi.sentinel");
     }
     luaL_newlib(L, funcs);
-    lua_pushinteger(L, TAG_TASK);
-    lua_setfield(L, -2, "_TASK");
-    lua_pushinteger(L, TAG_CTRL);
-    lua_setfield(L, -2, "_CTRL");
-    lua_pushinteger(L, TAG_STOP);
-    lua_setfield(L, -2, "_STOP");
-    lua_pushinteger(L, TAG_RESULT);
-    lua_setfield(L, -2, "_RESULT");
-    lua_pushinteger(L, TAG_BYE);
-    lua_setfield(L, -2, "_BYE");
-    run_embedded(L);
+    luaL_newlib(L, private_funcs);
+    static const struct {
+        const char *name;
+        int tag;
+    } tags[] = {{"TASK", TAG_TASK}, {"CTRL", TAG_CTRL}, {"STOP", TAG_STOP}, {"RESULT", TAG_RESULT}};
+    for (size_t i = 0; i < sizeof tags / sizeof tags[0]; i++) {
+        lua_pushinteger(L, tags[i].tag);
+        lua_setfield(L, -2, tags[i].name);
+    }
+    run_embedded(L); /* module serve */
     /* rank 0, a host's MPI, or a forked child of a server (a worker
      * decoding a task that names process.mpi): just the module */
-    if (g_rank == 0 || !g_inited || getpid() != g_pid) return 1;
+    if (g_rank == 0 || !g_inited || getpid() != g_pid) {
+        lua_pop(L, 1);
+        return 1;
+    }
     /* A server: serve until STOP, then end here.  The require never
      * returns, so the module is made loaded by hand: tasks that name it
      * (an upvalue, require "process.mpi") find it in their worker. */
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
-    lua_pushvalue(L, -2);
+    lua_pushvalue(L, -3);
     lua_setfield(L, -2, "process.mpi");
     lua_pop(L, 1);
-    lua_getfield(L, -1, "_serve");
     int status = lua_pcall(L, 0, 0, 0);
     if (status != LUA_OK) {
         fprintf(stderr, "process.mpi: rank %d: %s\n", g_rank,
