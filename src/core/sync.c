@@ -79,6 +79,8 @@ struct sbar {
     uint32_t parties, count;
     atomic_uint gen, seq, waiters;
     uint32_t broken, brkgen, brkvalid, pending;
+    pid_t runner; /* while pending: the thread running the action (an
+                   * identity only; a dead runner is found by its slot) */
     struct token slot[];
 };
 
@@ -698,7 +700,9 @@ int lmp_cond_notify(lmp_sync *cs, lmp_sync *lock, long n) {
  * generation; a party found dead breaks the barrier.  Breaking (abort, a
  * timeout, a death, a failed action) and reset mark the slots of the
  * waiting generation "broken" (state 2), so each waiter learns its own
- * outcome even after later generations. */
+ * outcome even after later generations.  The action's own thread calling
+ * wait while it runs could only wait for itself: that breaks the barrier
+ * (-EDEADLK) instead of hanging every party. */
 
 static void bar_wake(struct sbar *b) {
     atomic_fetch_add(&b->seq, 1);
@@ -778,7 +782,11 @@ int lmp_barrier_wait(lmp_sync *s, double timeout, int has_action,
     /* an action still running belongs to the previous generation */
     while (b->pending && !b->broken) {
         if (bar_dead(s, b, atomic_load(&b->gen), -1)) bar_break(s, b);
-        else if (lmp_passed(dl)) {
+        else if (b->runner == lmp_tid()) { /* called from the action */
+            bar_break(s, b);
+            iunlock(&b->m);
+            return -EDEADLK;
+        } else if (lmp_passed(dl)) {
             iunlock(&b->m);
             return -ETIMEDOUT;
         } else if ((rc = bar_sleep(b, dl)) != 0) return rc;
@@ -795,6 +803,7 @@ int lmp_barrier_wait(lmp_sync *s, double timeout, int has_action,
     if (b->count >= b->parties) {
         if (has_action) {
             b->pending = 1;
+            b->runner = lmp_tid();
             s->bslot = slot;
             s->bgen = my;
             iunlock(&b->m);

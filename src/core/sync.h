@@ -145,7 +145,9 @@ int lmp_cond_notify(lmp_sync *c, lmp_sync *lock, long n);
  * parties arrived; 1 when the caller is the last and has_action: it must
  * run the action and call lmp_barrier_finish; -ETIMEDOUT (the barrier is
  * now broken); -EPIPE: broken (before or while waiting, by abort, reset,
- * a timeout elsewhere or a party's death). */
+ * a timeout elsewhere or a party's death); -EDEADLK: the caller is running
+ * this barrier's action, which cannot end while it waits: the barrier is
+ * now broken (the other parties get -EPIPE), nothing waited. */
 int lmp_barrier_wait(lmp_sync *s, double timeout, int has_action,
                      uint32_t *index);
 /* After 1 from wait: ok releases everyone (0), !ok breaks the barrier.

@@ -428,6 +428,7 @@ static int barrier_wait(lua_State *L) {
         if (st != LUA_OK) return lua_error(L);
     }
     if (rc == -EPIPE) return luaL_error(L, "barrier is broken");
+    if (rc == -EDEADLK) return luaL_error(L, "barrier is broken: its action called wait on it");
     if (rc < 0) return timeout_result(L, rc, "wait");
     lua_pushinteger(L, idx);
     return 1;
