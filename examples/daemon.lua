@@ -1,14 +1,16 @@
 -- daemon.lua: a daemon does not keep the main program alive; it is
 -- terminated when the main program ends, so it never prints "Exiting".
+-- (Python's version sleeps to order things; here Events do, so the output
+-- is the same on any machine.)
 local process = require "process"
 
-local function sleep(seconds) process.wait({}, seconds) end
-
-local function daemon()
+-- Its work waits for go, which nobody sets: only the program's end stops it.
+local function daemon(started, go)
   local p = process.current_process()
   print("Starting:", p.name, p.pid)
   io.stdout:flush()
-  sleep(2)
+  started:set()
+  go:wait()
   print("Exiting :", p.name, p.pid)
   io.stdout:flush()
 end
@@ -21,11 +23,12 @@ local function non_daemon()
   io.stdout:flush()
 end
 
-local d = process.Process{name = "daemon", target = daemon}
+local started = process.Event()
+local d = process.Process{name = "daemon", target = daemon, args = {started, process.Event()}}
 d.daemon = true
 local n = process.Process{name = "non-daemon", target = non_daemon}
 n.daemon = false
 
 d:start()
-sleep(0.5)
+started:wait()
 n:start()

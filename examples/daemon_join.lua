@@ -1,12 +1,14 @@
--- daemon_join.lua: joining the daemon lets it finish its work.
+-- daemon_join.lua: joining the daemon lets it finish its work.  (Python's
+-- version sleeps to order the two; here Events do, so the output is
+-- always the same.)
 local process = require "process"
 
-local function sleep(seconds) process.wait({}, seconds) end
-
-local function daemon()
+-- The daemon's work outlasts the non-daemon's: it goes on until told.
+local function daemon(started, go)
   local name = process.current_process().name
   print("Starting:", name)
-  sleep(1)
+  started:set()
+  go:wait()
   print("Exiting :", name)
 end
 
@@ -16,12 +18,14 @@ local function non_daemon()
   print("Exiting :", name)
 end
 
-local d = process.Process{name = "daemon", target = daemon, daemon = true}
+local started, go = process.Event(), process.Event()
+local d = process.Process{name = "daemon", target = daemon, args = {started, go}, daemon = true}
 local n = process.Process{name = "non-daemon", target = non_daemon, daemon = false}
 
 d:start()
-sleep(0.5)
+started:wait()
 n:start()
 
-d:join()
 n:join()
+go:set()
+d:join()

@@ -28,16 +28,18 @@ local g = Greeter{name = "greeter", whom = "Alice"}
 g:start()
 g:join()
 
--- Stopping a long task.
+-- Stopping a long task, once it has done three steps.
+local three = process.Event()
 local long = process.Process{target = function()
   for i = 0, 99 do
     print("Step " .. i)
     io.stdout:flush()
+    if i == 2 then three:set() end
     sleep(0.1)
   end
 end}
 long:start()
-sleep(0.35)
+three:wait()
 long:terminate()
 long:join()
 print("Process exitcode:", long.exitcode)

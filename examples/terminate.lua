@@ -1,15 +1,15 @@
 -- terminate.lua: the states a terminated process goes through.
 local process = require "process"
 
-local function sleep(seconds) process.wait({}, seconds) end
-
-local function slow_worker()
+-- Its work waits for go, which nobody sets: it is still running when
+-- terminated, however slow the machine.
+local function slow_worker(go)
   print("Starting worker")
-  sleep(0.1)
+  go:wait()
   print("Finished worker")
 end
 
-local p = process.Process{target = slow_worker}
+local p = process.Process{target = slow_worker, args = {process.Event()}}
 print("BEFORE:", p, p:is_alive())
 
 p:start()
