@@ -334,12 +334,28 @@ describe("process.mpi", function()
 
   it("more workers than ranks are spread over the ranks; as_completed and process.wait take MPI results", function()
     local pool <close> = mpi.Pool(6)
+    -- each task waits until all 6 run at once, so each has a worker of its
+    -- own whatever the load: they meet in a file (the ranks share this
+    -- machine), each adding a byte and waiting, with a deadline, for 6
+    local meet = os.tmpname()
+    finally(function() os.remove(meet) end)
     local rs = {}
     for i = 1, 6 do
-      rs[i] = pool:apply_async(function()
-        process.wait({}, 0.5)
-        return mpi.rank(), process.current_process().pid
-      end)
+      rs[i] = pool:apply_async(function(path)
+        local now = require("process.internal").now
+        local f = assert(io.open(path, "a"))
+        assert(f:write("x"))
+        f:close()
+        local deadline = now() + 60
+        repeat
+          f = assert(io.open(path))
+          local n = f:seek("end")
+          f:close()
+          if n >= 6 then return mpi.rank(), process.current_process().pid end
+          process.wait({}, 0.005)
+        until now() > deadline
+        error("the 6 tasks never ran at once")
+      end, {meet})
     end
     local per_rank, pids, n = {}, {}, 0
     for r in process.as_completed(rs, 60) do
