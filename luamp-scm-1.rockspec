@@ -6,7 +6,14 @@ rockspec_format = "3.0"
 package = "luamp"
 version = "scm-1"
 source = {
-  -- a placeholder: `luarocks make` builds the working tree it runs in
+  -- luamp has no public repository yet, so there is no honest URL to give.
+  -- `luarocks make` (README "Install", spec/rock_test.sh) builds the working
+  -- tree it runs in and never reads this.  `luarocks build`, `install`,
+  -- `pack` and `upload` do fetch it: the name is under .invalid (RFC 2606),
+  -- which never resolves, so they fail at the fetch rather than build
+  -- something else.  Publishing the project means setting this to its git
+  -- URL ("git+https://HOST/OWNER/luamp.git"; a release rockspec,
+  -- luamp-X.Y.Z-1, adds tag = "vX.Y.Z").
   url = "git+https://example.invalid/luamp.git",
 }
 description = {
