@@ -22,6 +22,35 @@ local function check_count(v, name, max)
   return n
 end
 
+-- Kahan's compensated sum: add(x) adds a term, add() returns the sum.
+-- The shares' (and a share's chunks') sums are added exactly enough, and
+-- in the same order everywhere, so every path gives the same bits.
+local function compensated()
+  local sum, c = 0.0, 0.0
+  return function(x)
+    if x then
+      local y = x - c
+      local t = sum + y
+      c = (t - sum) - y
+      sum = t
+    end
+    return sum
+  end
+end
+
+-- The split of terms 1..N into P shares {first =, last =}: the first
+-- N % P shares are one term longer.
+local function split(terms, procs)
+  local children, first = {}, 1
+  local per, extra = terms // procs, terms % procs
+  for i = 1, procs do
+    local last = first + per - 1 + (i <= extra and 1 or 0)
+    children[i] = {first = first, last = last}
+    first = last + 1
+  end
+  return children
+end
+
 -- The child's share: the kernel over [first, last].  With progress (an
 -- int64 process.Array shared with the parent), progress[index] counts the
 -- terms done: the native kernel stores it from C (luamp_shared_get), a
@@ -30,19 +59,16 @@ local function share(kernel, index, first, last, progress)
   local t0 = internal.now()
   if not progress then return kernel(first, last), internal.now() - t0 end
   if kernel == pi.leibniz then return kernel(first, last, progress, index), internal.now() - t0 end
-  local sum, c = 0.0, 0.0 -- Kahan: the chunks' sums are added exactly enough
+  local add = compensated()
   local step = math.max((last - first + 1) // 50, 10000000)
   local m = first
   while m <= last do
     local n = math.min(m + step - 1, last)
-    local y = kernel(m, n) - c
-    local t = sum + y
-    c = (t - sum) - y
-    sum = t
+    add(kernel(m, n))
     progress[index] = n - first + 1
     m = n + 1
   end
-  return sum, internal.now() - t0
+  return add(), internal.now() - t0
 end
 
 -- pi.parallel{terms = N, mpi = true [, processes = P]}: the same split
@@ -59,25 +85,17 @@ local function parallel_mpi(kernel, terms, procs)
   procs = check_count(procs or servers, "processes", math.min(terms, 4096))
   local t0 = internal.now()
   local pool <close> = mpi.Pool{processes = math.min(procs, servers)}
-  local children, results = {}, {}
-  local per, extra = terms // procs, terms % procs
-  local first = 1
-  for i = 1, procs do
-    local last = first + per - 1 + (i <= extra and 1 or 0)
-    children[i] = {first = first, last = last}
-    results[i] = pool:apply_async(share, {kernel, i, first, last})
-    first = last + 1
+  local children, results = split(terms, procs), {}
+  for i, ch in ipairs(children) do
+    results[i] = pool:apply_async(share, {kernel, i, ch.first, ch.last})
   end
-  local sum, c = 0.0, 0.0
+  local add = compensated()
   for i, r in ipairs(results) do
     local s, seconds = r:get()
     children[i].seconds = seconds
-    local y = s - c
-    local t = sum + y
-    c = (t - sum) - y
-    sum = t
+    add(s)
   end
-  local estimate = 4 * sum
+  local estimate = 4 * add()
   return estimate, estimate - math.pi, {wall = internal.now() - t0, impl = pi.impl, children = children,
     ranks = math.min(procs, servers)}
 end
@@ -108,21 +126,16 @@ function pi.parallel(opts)
   end
   local progress = report and assert(process.Array("int64", procs, {lock = false}))
   local t0 = internal.now()
-  local children, ps = {}, {}
-  local per, extra = terms // procs, terms % procs
-  local first = 1
-  for i = 1, procs do
-    local last = first + per - 1 + (i <= extra and 1 or 0)
-    children[i] = {first = first, last = last}
-    ps[i] = process.Process{target = share, args = {kernel, i, first, last, progress},
+  local children, ps = split(terms, procs), {}
+  for i, ch in ipairs(children) do
+    ps[i] = process.Process{target = share, args = {kernel, i, ch.first, ch.last, progress},
       name = fmt("pi-%d", i)}
     local ok, err, ename = ps[i]:start()
     if not ok then
       for j = 1, i - 1 do ps[j]:kill(); ps[j]:join() end
       return nil, err, ename
     end
-    children[i].pid = ps[i].pid
-    first = last + 1
+    ch.pid = ps[i].pid
   end
   if report then
     local pending = {}
@@ -142,7 +155,7 @@ function pi.parallel(opts)
       tell()
     end
   end
-  local sum, c = 0.0, 0.0
+  local add = compensated()
   for i, p in ipairs(ps) do
     local code = p:join()
     if code ~= 0 then
@@ -151,13 +164,10 @@ function pi.parallel(opts)
     end
     local s, seconds = p:result()
     children[i].seconds = seconds
-    local y = s - c
-    local t = sum + y
-    c = (t - sum) - y
-    sum = t
+    add(s)
     p:close()
   end
-  local estimate = 4 * sum
+  local estimate = 4 * add()
   return estimate, estimate - math.pi, {wall = internal.now() - t0, impl = pi.impl, children = children}
 end
 
