@@ -2,14 +2,19 @@
 -- and 4 child processes running the native kernel (process.pi).
 --
 --   luamp examples/pi.lua [--terms N] [--procs 1,2,4] [--json]
+--   mpiexec -n 3 luamp -l process.mpi examples/pi.lua --mpi [--terms N] [--procs 1,2,4]
 --
 -- Prints terms, processes, wall time, speedup over one process, the
 -- estimate and its error.  On a terminal, children report their progress
--- while they run; --json prints the same table as JSON.
+-- while they run; --json prints the same table as JSON.  With --mpi each
+-- share runs in a child forked on a serving rank of an MPI job (rank 0
+-- runs this script and waits without spinning; no progress): the same
+-- split, kernel and sum, so the same estimates to the last bit;
+-- "processes" counts the shares, spread over mpi.size() - 1 ranks.
 local process = require "process"
 local pi = require "process.pi"
 
-local terms, procs, json = 1e9, {1, 2, 4}, false
+local terms, procs, json, use_mpi = 1e9, {1, 2, 4}, false, false
 local i = 1
 while arg[i] do
   local a = arg[i]
@@ -22,8 +27,11 @@ while arg[i] do
     for p in (arg[i] or ""):gmatch("[^,]+") do procs[#procs + 1] = math.tointeger(tonumber(p)) end
   elseif a == "--json" then
     json = true
+  elseif a == "--mpi" then
+    use_mpi = true
   else
-    io.stderr:write("usage: luamp examples/pi.lua [--terms N] [--procs 1,2,4] [--json]\n")
+    io.stderr:write("usage: luamp examples/pi.lua [--terms N] [--procs 1,2,4] [--json]\n" ..
+      "       mpiexec -n N luamp -l process.mpi examples/pi.lua --mpi [--terms N] [--procs 1,2,4] [--json]\n")
     os.exit(2)
   end
   i = i + 1
@@ -35,7 +43,12 @@ if not terms or terms < 1 or bad_procs then
   os.exit(2)
 end
 
-local tty = not json and os.execute("test -t 1")
+if use_mpi and require("process.mpi").size() < 2 then
+  io.stderr:write("pi.lua: --mpi runs as mpiexec -n N luamp -l process.mpi examples/pi.lua --mpi (N >= 2)\n")
+  os.exit(2)
+end
+
+local tty = not json and not use_mpi and os.execute("test -t 1")
 
 local function progress(done, total)
   io.write(("\r  %5.1f%% of %d terms"):format(100 * done / total, total))
@@ -44,7 +57,8 @@ end
 
 local rows = {}
 for _, p in ipairs(procs) do
-  local estimate, err, timing = pi.parallel{terms = terms, processes = p, progress = tty and progress or nil}
+  local estimate, err, timing = pi.parallel{terms = terms, processes = p, progress = tty and progress or nil,
+    mpi = use_mpi}
   if tty then io.write("\r\27[K") end
   rows[#rows + 1] = {terms = terms, processes = p, seconds = timing.wall, estimate = estimate,
     error = err, kernel = timing.impl}
@@ -55,7 +69,7 @@ for _, r in ipairs(rows) do
   if r.processes == 1 then base = r.seconds end
 end
 if not base then
-  local _, _, timing = pi.parallel{terms = terms, processes = 1}
+  local _, _, timing = pi.parallel{terms = terms, processes = 1, mpi = use_mpi}
   base = timing.wall
 end
 for _, r in ipairs(rows) do r.speedup = base / r.seconds end

@@ -128,7 +128,7 @@ local examples = {
 
 -- examples checked by another test, with what they need
 local elsewhere = {
-  ["pi_mpi.lua"] = "needs mpiexec: spec/mpi_test.sh runs it beside pi.lua",
+  -- (pi.lua --mpi needs mpiexec: spec/mpi_test.sh runs it beside pi.lua)
 }
 
 describe("examples", function()

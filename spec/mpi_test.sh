@@ -5,7 +5,7 @@
 #           spec/mpi_spec.lua (the stock lua5.4 path); prints busted's TAP.
 #   runner  the luamp runner's path, as TAP: a script that never touches
 #           process.mpi, rank 0's error and os.exit with a task running,
-#           examples/pi_mpi.lua against examples/pi.lua, and after every
+#           examples/pi.lua --mpi against examples/pi.lua, and after every
 #           job: no process of the job is left.
 #
 # The Open MPI settings below are for running as root in a container on a
@@ -132,13 +132,13 @@ ok $? "the luamp runner: a Pool over 2 serving ranks (rc=$rc)"
 ok "$(left_after)" "no process left after it"
 
 # the same table as examples/pi.lua: same estimates to the last digit
-run 3 120 examples/pi_mpi.lua --terms 20000000 --procs 1,2,3
+run 3 120 examples/pi.lua --mpi --terms 20000000 --procs 1,2,3
 mpi_rows=$(printf '%s\n' "$out" | awk 'NR > 2 { print $1, $2, $5, $6 }')
 local_rows=$("$build/luamp" examples/pi.lua --terms 20000000 --procs 1,2,3 | awk 'NR > 2 { print $1, $2, $5, $6 }')
 [ "$rc" = 0 ]
-ok $? "examples/pi_mpi.lua runs (rc=$rc)"
+ok $? "examples/pi.lua --mpi runs (rc=$rc)"
 [ -n "$mpi_rows" ] && [ "$mpi_rows" = "$local_rows" ]
-ok $? "it prints the rows of examples/pi.lua (terms, processes, estimate, error)"
+ok $? "it prints the rows of the local run (terms, processes, estimate, error)"
 [ "$(printf '%s\n' "$out" | sed -n 2p)" = "$("$build/luamp" examples/pi.lua --terms 1000 --procs 1 | sed -n 2p)" ]
 ok $? "under the same header"
 ok "$(left_after)" "no process left after it"
