@@ -198,11 +198,9 @@ static int init_tokens(struct token *t, size_t n) {
 
 /* ---- lifetime ----------------------------------------------------------- */
 
-int lmp_lock_new(int recursive, lmp_sync **out) {
-    int rc = create(recursive ? LMP_SYNC_RLOCK : LMP_SYNC_LOCK, 0, 0, out);
-    if (rc) return rc;
-    struct slock *k = (*out)->body;
-    rc = lmp_robust_init(&k->m, recursive);
+/* A constructor's last step: publish *out, or free it when its
+ * initialisation failed (rc). */
+static int made(int rc, lmp_sync **out) {
     if (rc) {
         lmp_sync_free(*out);
         *out = NULL;
@@ -210,6 +208,14 @@ int lmp_lock_new(int recursive, lmp_sync **out) {
     }
     publish(*out);
     return 0;
+}
+
+int lmp_lock_new(int recursive, lmp_sync **out) {
+    int rc = create(recursive ? LMP_SYNC_RLOCK : LMP_SYNC_LOCK, 0, 0, out);
+    if (rc) return rc;
+    struct slock *k = (*out)->body;
+    rc = lmp_robust_init(&k->m, recursive);
+    return made(rc, out);
 }
 
 int lmp_sem_new(int64_t value, int bounded, lmp_sync **out) {
@@ -221,13 +227,7 @@ int lmp_sem_new(int64_t value, int bounded, lmp_sync **out) {
     m->bounded = bounded;
     rc = lmp_robust_init(&m->m, 0);
     if (!rc) rc = init_tokens(m->rec, LMP_SEM_HOLDERS);
-    if (rc) {
-        lmp_sync_free(*out);
-        *out = NULL;
-        return rc;
-    }
-    publish(*out);
-    return 0;
+    return made(rc, out);
 }
 
 int lmp_event_new(lmp_sync **out) {
@@ -241,13 +241,7 @@ int lmp_cond_new(lmp_sync **out) {
     if (rc) return rc;
     struct scond *c = (*out)->body;
     rc = init_tokens(c->slot, LMP_COND_WAITERS);
-    if (rc) {
-        lmp_sync_free(*out);
-        *out = NULL;
-        return rc;
-    }
-    publish(*out);
-    return 0;
+    return made(rc, out);
 }
 
 /* Slots: the parties of this generation, plus those of the last one still
@@ -261,13 +255,7 @@ int lmp_barrier_new(uint32_t parties, lmp_sync **out) {
     b->parties = parties;
     rc = lmp_robust_init(&b->m, 0);
     if (!rc) rc = init_tokens(b->slot, n);
-    if (rc) {
-        lmp_sync_free(*out);
-        *out = NULL;
-        return rc;
-    }
-    publish(*out);
-    return 0;
+    return made(rc, out);
 }
 
 int lmp_shared_new(int type, size_t n, lmp_sync **out) {
