@@ -298,77 +298,8 @@ void lmp_kill_reap(pid_t pid) {
     while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {}
 }
 
-/* The signals this process catches, as the kernel lists them ("SigCgt:"
- * in /proc/self/status, one bit per signal: a handler that is neither
- * SIG_DFL nor SIG_IGN).  Three system calls instead of a sigaction query
- * per signal: ~10 us against ~70 us for the 61 queries on the reference
- * VM.  The buffer is small and the search done here, so a child touches
- * no more of its stack or of libc.  0 with *set filled, or -1 (no /proc:
- * the caller asks signal by signal). */
-static int caught_signals(unsigned long long *set) {
-    int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return -1;
-    static const char key[] = "\nSigCgt:";
-    char b[160];
-    size_t have = 0;
-    int rc = -1;
-    for (;;) {
-        ssize_t n = read(fd, b + have, sizeof b - have);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) break;
-        have += (size_t)n;
-        for (size_t i = 0; i + sizeof key - 1 <= have; i++) {
-            if (b[i] != '\n') continue;
-            size_t k = 1;
-            while (k < sizeof key - 1 && b[i + k] == key[k]) k++;
-            if (k < sizeof key - 1) continue;
-            size_t j = i + k;
-            while (j < have && (b[j] == '\t' || b[j] == ' ')) j++;
-            unsigned long long v = 0;
-            int digits = 0;
-            for (; j < have; j++, digits++) {
-                int c = b[j], d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-                if (d < 0) break;
-                v = v << 4 | (unsigned)d;
-            }
-            if (j == have) break; /* the value goes on in the next read */
-            if (digits == 0 || digits > 16) goto out;
-            *set = v;
-            rc = 0;
-            goto out;
-        }
-        /* not here: keep the last, maybe unfinished, line (a key starts
-         * at a newline) and read on */
-        size_t last = have;
-        for (size_t t = have; t-- > 0;)
-            if (b[t] == '\n') {
-                last = t;
-                break;
-            }
-        if (last == 0 && have == sizeof b) goto out; /* a line longer than b: not status */
-        for (size_t t = last; t < have; t++) b[t - last] = b[t];
-        have -= last;
-    }
-out:
-    close(fd);
-    return rc;
-}
-
 void lmp_signals_reset(void) {
     struct sigaction sa;
-    unsigned long long caught;
-    if (caught_signals(&caught) == 0) {
-        sa.sa_handler = SIG_DFL;
-        sa.sa_flags = 0;
-        sigemptyset(&sa.sa_mask);
-        for (int s = 1; s < NSIG && s <= 64; s++)
-            if (caught >> (s - 1) & 1 && s != SIGKILL && s != SIGSTOP)
-                sigaction(s, &sa, NULL); /* EINVAL for libc's own: kept */
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        return;
-    }
     for (int s = 1; s < NSIG; s++) {
         if (s == SIGKILL || s == SIGSTOP) continue;
         if (sigaction(s, NULL, &sa) != 0) continue; /* reserved by libc */
