@@ -171,6 +171,43 @@ if want("startjoin") then
     med(lfv, 3) / med(cfv, 3), "")
   row("start+join", "CPU time per round trip (fork, parent + child)", med(lfv, 4), "us", med(cfv, 4), "C fork+waitpid",
     med(lfv, 4) / med(cfv, 4), "")
+  -- The floor of any Lua interpreter that forks, in this same process: a
+  -- Lua loop over a bare fork binding (bench/forkfloor.c), no Process
+  -- object, no channels, no signal reset; the child returns into Lua,
+  -- calls an empty function and _exits.  What luamp could reach at best.
+  local ffopen = package.loadlib(opts.build .. "/bench/forkfloor.so", "luaopen_forkfloor")
+  if ffopen then
+    local ff = ffopen()
+    local fork, exit, wait = ff.fork, ff.exit, ff.wait
+    local function floor_trips(n)
+      for _ = 1, n do
+        local pid = fork()
+        if pid == 0 then
+          pcall(empty)
+          exit(0)
+        end
+        wait(pid)
+      end
+    end
+    local fv = {}
+    for r = 1, 3 do
+      floor_trips(20)
+      local own0, kids0, cpu0 = usage()
+      floor_trips(scale(500))
+      local own1, kids1, cpu1 = usage()
+      local n = scale(500)
+      fv[r] = {(own1 - own0 + kids1 - kids0) / n, (own1 - own0) / n, (kids1 - kids0) / n, (cpu1 - cpu0) * 1e6 / n}
+    end
+    local what = "floor: Lua loop over a bare fork binding, child runs an empty Lua function"
+    row("start+join", what .. ", page faults (parent + child)", med(fv, 1), "", fc, "C fork+waitpid",
+      med(fv, 1) / fc, "")
+    row("start+join", what .. ", page faults, parent only", med(fv, 2), "", med(cfv, 2), "C fork+waitpid",
+      med(fv, 2) / med(cfv, 2), "")
+    row("start+join", what .. ", page faults, child only", med(fv, 3), "", med(cfv, 3), "C fork+waitpid",
+      med(fv, 3) / med(cfv, 3), "")
+    row("start+join", what .. ", CPU time", med(fv, 4), "us", med(cfv, 4), "C fork+waitpid",
+      med(fv, 4) / med(cfv, 4), "")
+  end
   local luamp_exe = opts.build .. "/luamp"
   local loop = "local P = require('process').Process; local function e() end; " ..
     "for i = 1, %d do local p = P{target = e}; p:start(); p:join(); p:close() end"
