@@ -4,7 +4,9 @@
  *
  *   baseline forkwait N        fork + _exit(0) + waitpid, N times: us per round trip
  *   baseline forkfaults N      fork + _exit(0) + waitpid, N times: minor page faults per
- *                              round trip, this process and its children (getrusage)
+ *                              round trip, this process and its children (getrusage),
+ *                              then the parent's and the children's apart, then the CPU
+ *                              time of both per round trip in us (one line, four numbers)
  *   baseline forkmech N        what luamp's fork start method does at the system-call level,
  *                              in C (result socketpair, reserved slot, signals blocked across
  *                              fork, pidfd_open, poll, waitid, result read; the child closes
@@ -90,11 +92,16 @@ static void forkwait(int n) {
     printf("%.2f\n", median(v, n));
 }
 
-static long minflt(void) {
-    struct rusage self, kids;
-    getrusage(RUSAGE_SELF, &self);
-    getrusage(RUSAGE_CHILDREN, &kids);
-    return self.ru_minflt + kids.ru_minflt;
+/* Minor faults of this process (*own) and of its reaped children (*kids);
+ * returns the CPU time of both, in seconds. */
+static double usage(long *own, long *kids) {
+    struct rusage s, c;
+    getrusage(RUSAGE_SELF, &s);
+    getrusage(RUSAGE_CHILDREN, &c);
+    *own = s.ru_minflt;
+    *kids = c.ru_minflt;
+    return (double)(s.ru_utime.tv_sec + s.ru_stime.tv_sec + c.ru_utime.tv_sec + c.ru_stime.tv_sec) +
+           (double)(s.ru_utime.tv_usec + s.ru_stime.tv_usec + c.ru_utime.tv_usec + c.ru_stime.tv_usec) * 1e-6;
 }
 
 static void forkfaults(int n) {
@@ -103,13 +110,16 @@ static void forkfaults(int n) {
         if (p == 0) _exit(0);
         waitpid(p, NULL, 0);
     }
-    long before = minflt();
+    long own0, kids0, own1, kids1;
+    double cpu0 = usage(&own0, &kids0);
     for (int i = 0; i < n; i++) {
         pid_t p = fork();
         if (p == 0) _exit(0);
         waitpid(p, NULL, 0);
     }
-    printf("%.2f\n", (double)(minflt() - before) / n);
+    double cpu1 = usage(&own1, &kids1);
+    printf("%.2f %.2f %.2f %.1f\n", (double)(own1 - own0 + kids1 - kids0) / n, (double)(own1 - own0) / n,
+           (double)(kids1 - kids0) / n, (cpu1 - cpu0) * 1e6 / n);
 }
 
 static void child_signals(void) {

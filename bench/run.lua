@@ -122,30 +122,92 @@ if want("startjoin") then
   local lm, cm = side_by_side(5, function() return luamp_startjoin(scale(200)) end, "forkmech " .. scale(200))
   row("start+join", "1 process, empty target (fork)", lm, "us", cm, "C with luamp's system calls", lm / cm, "")
   -- The cause, beside the times: page faults (this process and its
-  -- reaped children, /proc/self/stat's minflt + cminflt) and system calls
-  -- (strace -f -c, the difference between two loop lengths) per round trip.
-  local function faults()
+  -- reaped children, /proc/self/stat's minflt and cminflt), the CPU time
+  -- they and the rest cost (utime + stime + cutime + cstime: less at the
+  -- mercy of other load on the machine than the wall clock), and system
+  -- calls (strace -f -c, the difference between two loop lengths) per
+  -- round trip.
+  local tick = tonumber(sh("getconf CLK_TCK")) or 100
+  local function usage()
     local f = assert(io.open("/proc/self/stat"))
     local st = f:read("a")
     f:close()
-    local minflt, cminflt = st:match("%)%s+%S+" .. ("%s+%S+"):rep(6) .. "%s+(%d+)%s+(%d+)")
-    return tonumber(minflt) + tonumber(cminflt)
+    local v = {}
+    for x in st:match("%)%s+(.*)"):gmatch("%S+") do v[#v + 1] = x end
+    -- after the command: state 1, ..., minflt 8, cminflt 9, utime 12 .. cstime 15
+    return tonumber(v[8]), tonumber(v[9]), (v[12] + v[13] + v[14] + v[15]) / tick
   end
   local function luamp_faults(n)
     local P = process.Process
     luamp_startjoin(20)
-    local f0 = faults()
+    local own0, kids0, cpu0 = usage()
     for _ = 1, n do -- no timing table: only the round trips' own pages
       local p = P{target = empty}
       p:start()
       p:join()
       p:close()
     end
-    return (faults() - f0) / n
+    local own1, kids1, cpu1 = usage()
+    return {(own1 - own0 + kids1 - kids0) / n, (own1 - own0) / n, (kids1 - kids0) / n, (cpu1 - cpu0) * 1e6 / n}
   end
-  local fl, fc = side_by_side(3, function() return luamp_faults(scale(500)) end, "forkfaults " .. scale(500))
+  local lfv, cfv = {}, {}
+  for r = 1, 3 do -- alternating, like side_by_side, but four numbers each
+    lfv[r] = luamp_faults(scale(500))
+    local cv = {}
+    for x in sh(baseline .. " forkfaults " .. scale(500)):gmatch("[%d.e+-]+") do cv[#cv + 1] = tonumber(x) end
+    cfv[r] = cv
+  end
+  local function med(t, i)
+    local v = {}
+    for r = 1, #t do v[r] = t[r][i] end
+    return median(v)
+  end
+  local fl, fc = med(lfv, 1), med(cfv, 1)
   row("start+join", "page faults per round trip (fork, parent + child)", fl, "", fc, "C fork+waitpid", fl / fc,
     "<= 1.5x C")
+  row("start+join", "page faults per round trip (fork), parent only", med(lfv, 2), "", med(cfv, 2), "C fork+waitpid",
+    med(lfv, 2) / med(cfv, 2), "")
+  row("start+join", "page faults per round trip (fork), child only", med(lfv, 3), "", med(cfv, 3), "C fork+waitpid",
+    med(lfv, 3) / med(cfv, 3), "")
+  row("start+join", "CPU time per round trip (fork, parent + child)", med(lfv, 4), "us", med(cfv, 4), "C fork+waitpid",
+    med(lfv, 4) / med(cfv, 4), "")
+  -- The floor of any Lua interpreter that forks, in this same process: a
+  -- Lua loop over a bare fork binding (bench/forkfloor.c), no Process
+  -- object, no channels, no signal reset; the child returns into Lua,
+  -- calls an empty function and _exits.  What luamp could reach at best.
+  local ffopen = package.loadlib(opts.build .. "/bench/forkfloor.so", "luaopen_forkfloor")
+  if ffopen then
+    local ff = ffopen()
+    local fork, exit, wait = ff.fork, ff.exit, ff.wait
+    local function floor_trips(n)
+      for _ = 1, n do
+        local pid = fork()
+        if pid == 0 then
+          pcall(empty)
+          exit(0)
+        end
+        wait(pid)
+      end
+    end
+    local fv = {}
+    for r = 1, 3 do
+      floor_trips(20)
+      local own0, kids0, cpu0 = usage()
+      floor_trips(scale(500))
+      local own1, kids1, cpu1 = usage()
+      local n = scale(500)
+      fv[r] = {(own1 - own0 + kids1 - kids0) / n, (own1 - own0) / n, (kids1 - kids0) / n, (cpu1 - cpu0) * 1e6 / n}
+    end
+    local what = "floor: Lua loop over a bare fork binding, child runs an empty Lua function"
+    row("start+join", what .. ", page faults (parent + child)", med(fv, 1), "", fc, "C fork+waitpid",
+      med(fv, 1) / fc, "")
+    row("start+join", what .. ", page faults, parent only", med(fv, 2), "", med(cfv, 2), "C fork+waitpid",
+      med(fv, 2) / med(cfv, 2), "")
+    row("start+join", what .. ", page faults, child only", med(fv, 3), "", med(cfv, 3), "C fork+waitpid",
+      med(fv, 3) / med(cfv, 3), "")
+    row("start+join", what .. ", CPU time", med(fv, 4), "us", med(cfv, 4), "C fork+waitpid",
+      med(fv, 4) / med(cfv, 4), "")
+  end
   local luamp_exe = opts.build .. "/luamp"
   local loop = "local P = require('process').Process; local function e() end; " ..
     "for i = 1, %d do local p = P{target = e}; p:start(); p:join(); p:close() end"
