@@ -17,8 +17,14 @@
 -- never fork, wait or signal by itself, and the module table must hold
 -- nothing but the API (doc/API.md).
 local core = ...
-local state = require "process.state"
+-- Loaded here in that order, so that no file's load nests in another's:
+-- nested loads allocate the interpreter's call records (CallInfo) deep
+-- and scattered among the chunks' objects, and every fork round trip then
+-- writes (copies) one more page of them (bench: page faults per round trip).
 local errors = require "process.errors"
+local state = require "process.state"
+require "process.payload"
+require "process.child"
 local proc = require "process.proc"
 require "process.internal" -- package.loaded["process.internal"], for the runner
 
