@@ -1,7 +1,9 @@
 -- luamp-scm-1.rockspec: `luarocks --lua-version=5.4 make` builds the
 -- process module (process.so, with process.pi) and the luamp runner with
 -- meson, into the rock's own directories.  Needs meson, ninja, a C
--- compiler and the Lua 5.4 headers (Debian: liblua5.4-dev).
+-- compiler and the Lua 5.4 headers (Debian: liblua5.4-dev).  The Lua
+-- files (lua/process/*.lua, listed in meson.build) are compiled into both,
+-- so the rock installs no .lua file (spec/rock_test.sh checks it).
 rockspec_format = "3.0"
 package = "luamp"
 version = "scm-1"

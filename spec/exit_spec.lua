@@ -19,7 +19,7 @@ local function gone(pid)
   return false
 end
 
-for _, method in ipairs(H.methods) do
+H.each_method(function(_, method)
 for _, how in ipairs{"luamp", "lua"} do
   describe("exit under " .. how .. " [" .. method .. "]", function()
     before_each(H.snapshot)
@@ -80,4 +80,4 @@ for _, how in ipairs{"luamp", "lua"} do
     end)
   end)
 end
-end
+end)

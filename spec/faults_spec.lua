@@ -6,7 +6,7 @@ describe("faults", function()
   before_each(H.snapshot)
   after_each(H.check)
 
-  for _, method in ipairs(H.methods) do
+  H.each_method(function(_, method)
     for _, how in ipairs{"luamp", "lua"} do
       it("start returns EMFILE at the descriptor limit and works again (" .. how .. ", " .. method .. ")", function()
         local interp = how == "lua" and H.lua or H.luamp
@@ -17,5 +17,5 @@ describe("faults", function()
         assert.equal("nil\tstart: Too many open files\tEMFILE\n6\thi\n", out)
       end)
     end
-  end
+  end)
 end)

@@ -125,9 +125,8 @@ describe("Connections", function()
     a:close()
   end)
 
-  for _, m in ipairs(H.methods) do
+  H.each_method(function(ctx, m)
     it("carries 4 writers x 4 readers on one Pipe without loss or desync [" .. m .. "]", function()
-      local ctx = process.get_context(m)
       local r, w = ctx.Pipe(false)
       local back_r, back_w = ctx.Pipe(false)
       local N, big = 2000, string.rep("b", 40000) -- some messages take the memfd path
@@ -166,7 +165,7 @@ describe("Connections", function()
       for _, c in ipairs{ r, w, back_r, back_w } do c:close() end
       for k = 1, 4 do writers[k]:close(); readers[k]:close() end
     end)
-  end
+  end)
 end)
 
 describe("the forkserver", function()

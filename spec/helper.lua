@@ -25,23 +25,38 @@ for m in (os.getenv("LUAMP_TEST_METHODS") or "fork spawn forkserver"):gmatch("%S
   H.methods[#H.methods + 1] = m
 end
 
--- each_method(function(ctx, method) ... end): define the same tests once
--- per start method, with ctx = process.get_context(method).  The
--- forkserver is started before the first test so that its connection
--- is not taken for a leak.
-function H.each_method(body)
+-- each_method([only,] function(ctx, method) ... end): define the same
+-- tests once per start method, with ctx = process.get_context(method)
+-- (each test names its method: "... [spawn]").  `only` (a list of
+-- methods) keeps those of them under test, for what only some methods do;
+-- the order is always H.methods'.  The forkserver is started before the
+-- first test so that its connection is not taken for a leak.
+function H.each_method(only, body)
+  if body == nil then only, body = nil, only end
+  local keep
+  if only then
+    keep = {}
+    for _, m in ipairs(only) do keep[m] = true end
+  end
   local process = require "process"
   for _, m in ipairs(H.methods) do
-    local ctx = process.get_context(m)
-    if m == "forkserver" then
-      local p = ctx.Process{}
-      assert(p:start())
-      p:join()
-      p:close()
+    if not keep or keep[m] then
+      local ctx = process.get_context(m)
+      if m == "forkserver" then
+        local p = ctx.Process{}
+        assert(p:start())
+        p:join()
+        p:close()
+      end
+      body(ctx, m)
     end
-    body(ctx, m)
   end
 end
+
+-- A target that blocks until its parent ends (or it is signalled): its
+-- only upvalue is _ENV, so it travels to a spawn or forkserver child as it
+-- is.
+function H.block() require("process").parent_process():join() end
 
 -- The forkserver's own descriptors and pid, which live as long as the
 -- program (or until it dies and is restarted), are not a test's leak.

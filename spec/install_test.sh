@@ -47,12 +47,21 @@ staged_flags() {
 check "the staged luamp.pc gives the staged -I and -L directories" staged_flags
 check "a host builds with pkg-config" sh -c "cc '$src/examples/host.c' $flags -o '$d/host'"
 check "the host runs" sh -c "LD_LIBRARY_PATH='$lib' '$d/host' 100000 | grep -q exact"
+# the Lua half (lua/process/*.lua: init, errors, state, payload, child,
+# proc, contexts, internal, the Pool's files, pi) is compiled into
+# process.so and the runner: nothing .lua is installed, and no LUA_PATH
+# may reach a source file (nolua), so a file left out of the embedding fails
+nolua="LUA_PATH='$d/no-lua-path/?.lua'"
+check "no Lua source installed: the module's Lua files are compiled in" \
+  sh -c "test -z \"\$(find '$d' -name '*.lua')\""
 check "a stock lua5.4 requires the installed module" \
-  sh -c "LUA_CPATH='$mod/?.so' lua5.4 -e 'local p = require \"process\"; local pi = require \"process.pi\"; assert(pi.leibniz(1, 1) == 1)'"
+  sh -c "$nolua LUA_CPATH='$mod/?.so' lua5.4 -e 'local p = require \"process\"; local pi = require \"process.pi\"; assert(pi.leibniz(1, 1) == 1)'"
+check "a stock lua5.4 requires process.internal first, and gets the module's table" \
+  sh -c "$nolua LUA_CPATH='$mod/?.so' lua5.4 -e 'local i = require \"process.internal\"; assert(type(i.child_main) == \"function\" and package.loaded.process and package.loaded[\"process.internal\"] == i)'"
 check "the installed runner runs a script" \
-  sh -c "LD_LIBRARY_PATH='$lib' \"\$(find '$d' -path '*/bin/luamp')\" -e 'print(require(\"process\").cpu_count())' | grep -q '^[0-9]'"
+  sh -c "$nolua LD_LIBRARY_PATH='$lib' \"\$(find '$d' -path '*/bin/luamp')\" -e 'print(require(\"process\").cpu_count())' | grep -q '^[0-9]'"
 check "spawn from the installed module runs the installed runner" \
-  sh -c "LD_LIBRARY_PATH='$lib' LUA_CPATH='$mod/?.so' lua5.4 -e '
+  sh -c "$nolua LD_LIBRARY_PATH='$lib' LUA_CPATH='$mod/?.so' lua5.4 -e '
     local process = require \"process\"
     local exe = require(\"process.internal\").get_executable()
     assert(exe:find(\"$d\", 1, true) == 1 and exe:match(\"/bin/luamp\$\"), exe)

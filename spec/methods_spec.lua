@@ -5,8 +5,6 @@ local process = require "process"
 local internal = require "process.internal"
 local H = require "spec.helper"
 
-local function block() process.parent_process():join() end
-
 -- A file of ours, open in this process: the file, its path and inode.
 local function open_marker()
   local path = os.tmpname()
@@ -35,12 +33,11 @@ describe("start methods", function()
   after_each(H.check)
 
   describe("descriptors", function()
-    for _, m in ipairs(H.methods) do
+    H.each_method(function(ctx, m)
       local inherits = m == "fork"
       it((inherits and "a fork child inherits" or "a " .. m .. " child does not inherit") ..
          " an unrelated descriptor of its parent's", function()
         local f, path, ino = open_marker()
-        local ctx = process.get_context(m)
         local p = ctx.Process{target = child_fds}
         assert.equal(0, p:start():join())
         local fds = p:result()
@@ -60,14 +57,11 @@ describe("start methods", function()
           assert.equal(want, n)
         end
       end)
-    end
+    end)
   end)
 
-  for _, m in ipairs{"spawn", "forkserver"} do
-    if H.methods[1] and (" " .. table.concat(H.methods, " ") .. " "):find(" " .. m .. " ", 1, true) then
+  H.each_method({"spawn", "forkserver"}, function(ctx, m)
     describe(m .. " sends the target", function()
-      local ctx = process.get_context(m)
-
       it("with data upvalues intact: shared tables, cycles, integers, floats", function()
         local shared = {1, 2}
         local t = {a = shared, b = shared, int = math.maxinteger, f = -0.0, nan = 0 / 0}
@@ -174,8 +168,7 @@ describe("start methods", function()
         a:close()
       end)
     end)
-    end
-  end
+  end)
 
   describe("spawn", function()
     local ctx = process.get_context("spawn")
@@ -213,7 +206,7 @@ describe("start methods", function()
     local ctx = process.get_context("forkserver")
 
     it("is restarted after it was killed; children in flight die with it and report 255", function()
-      local p = ctx.Process{target = block}
+      local p = ctx.Process{target = H.block}
       p:start()
       local server = assert(internal.forkserver_pid())
       os.execute("kill -KILL " .. server)
@@ -237,7 +230,7 @@ describe("start methods", function()
     end)
 
     it("passes terminate, kill and exit codes through", function()
-      local p = ctx.Process{target = block}
+      local p = ctx.Process{target = H.block}
       p:start()
       p:terminate()
       assert.equal(-15, p:join())

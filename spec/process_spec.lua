@@ -1,11 +1,8 @@
--- The Process object: every row of API.md's Process table that the fork
--- start method covers.
+-- The Process object: every row of doc/API.md's "Process objects" table,
+-- under every start method.
 local process = require "process"
 local internal = require "process.internal"
 local H = require "spec.helper"
-
--- A target that blocks until its parent ends (or it is signalled).
-local function block() process.parent_process():join() end
 
 H.each_method(function(ctx, method)
 describe("Process [" .. method .. "]", function()
@@ -174,7 +171,7 @@ describe("Process [" .. method .. "]", function()
 
     for _, s in ipairs{{"terminate", -15}, {"kill", -9}, {"interrupt", -2}} do
       it("is " .. s[2] .. " after " .. s[1] .. "()", function()
-        local p = ctx.Process{target = block}
+        local p = ctx.Process{target = H.block}
         p:start()
         assert.is_true(p:is_alive())
         assert.is_nil(p.exitcode)
@@ -195,7 +192,7 @@ describe("Process [" .. method .. "]", function()
 
   describe("join", function()
     it("times out on a running child and returns the exit code later", function()
-      local p = ctx.Process{target = block}
+      local p = ctx.Process{target = H.block}
       p:start()
       local r, why = p:join(0.05)
       assert.is_nil(r)
@@ -218,7 +215,7 @@ describe("Process [" .. method .. "]", function()
     end)
 
     it("refuses to join another process's child", function()
-      local sibling = ctx.Process{target = block}
+      local sibling = ctx.Process{target = H.block}
       sibling:start()
       local p = ctx.Process{target = function()
         local ok, err = pcall(sibling.join, sibling)
@@ -246,7 +243,7 @@ describe("Process [" .. method .. "]", function()
     end)
 
     it("gives pid and ident after start", function()
-      local p = ctx.Process{target = block}
+      local p = ctx.Process{target = H.block}
       p:start()
       assert.is_number(p.pid)
       assert.equal(p.pid, p.ident)
@@ -257,7 +254,7 @@ describe("Process [" .. method .. "]", function()
     end)
 
     it("has a sentinel that is ready when the child ends", function()
-      local p = ctx.Process{target = block}
+      local p = ctx.Process{target = H.block}
       assert.has_error(function() return p.sentinel end, "process not started")
       p:start()
       local s = p.sentinel
@@ -283,7 +280,7 @@ describe("Process [" .. method .. "]", function()
 
   describe("close", function()
     it("raises while running, then makes the object unusable", function()
-      local p = ctx.Process{target = block}
+      local p = ctx.Process{target = H.block}
       p:start()
       assert.has_error(function() p:close() end, "cannot close a process while it is still running")
       p:kill()
@@ -311,7 +308,7 @@ describe("Process [" .. method .. "]", function()
   describe("tostring", function()
     it("shows initial, started, stopped with the signal name, daemon", function()
       local me = process.current_process().pid
-      local p = ctx.Process{target = block, daemon = true}
+      local p = ctx.Process{target = H.block, daemon = true}
       local name = p.name
       assert.equal(("<Process name='%s' parent=%d initial daemon>"):format(name, me), tostring(p))
       p:start()
@@ -340,7 +337,7 @@ describe("Process [" .. method .. "]", function()
     end)
 
     it("refuses to use a sibling's sentinel in a child", function()
-      local a = ctx.Process{target = block}
+      local a = ctx.Process{target = H.block}
       a:start()
       local b = ctx.Process{target = function()
         local ok1, e1 = pcall(process.wait, {a}, 0)

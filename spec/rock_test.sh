@@ -33,6 +33,11 @@ check "the rock is listed" sh -c "HOME='$d' luarocks --lua-version=5.4 --tree='$
 check "process.so in the tree's lib/lua/5.4, the runner in its bin" \
   test -f "$d/tree/lib/lua/5.4/process.so" -a -x "$d/tree/bin/luamp"
 paths=$(HOME="$d" rocks path)
+# the Lua half (lua/process/*.lua) is compiled into process.so and the
+# runner: the rock holds no .lua file, so none can stand in for a file
+# left out of the embedding
+check "no Lua source in the tree: the module's Lua files are compiled in" \
+  sh -c "test -z \"\$(find '$d/tree' -name '*.lua')\""
 check "a stock lua5.4 with the tree's paths requires process and process.pi" \
   sh -c "$paths
     cd / && lua5.4 -e '

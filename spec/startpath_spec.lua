@@ -34,9 +34,6 @@ local function own_pid()
   return tonumber(lfs.symlinkattributes("/proc/self", "target"))
 end
 
--- A target that blocks until its parent ends (or it is signalled).
-local function block() process.parent_process():join() end
-
 H.each_method(function(ctx, method)
 describe("start path [" .. method .. "]", function()
   before_each(H.snapshot)
@@ -57,7 +54,7 @@ describe("start path [" .. method .. "]", function()
     end)
     -- interleave: luamp's descriptors of a sibling, then a user Pipe, ...
     for i = 1, 6 do
-      siblings[i] = ctx.Process{target = block}
+      siblings[i] = ctx.Process{target = H.block}
       assert(siblings[i]:start())
       local r, w = process.Pipe(false)
       pipes[i] = {r, w}
@@ -81,7 +78,7 @@ describe("start path [" .. method .. "]", function()
   end)
 
   it("gives the child its own pid, and children of its own only", function()
-    local sibling = ctx.Process{target = block}
+    local sibling = ctx.Process{target = H.block}
     assert(sibling:start())
     local p = ctx.Process{target = function()
       local before = #process.active_children()

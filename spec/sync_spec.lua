@@ -1,4 +1,4 @@
--- Synchronisation and shared memory (API.md "Synchronisation and shared
+-- Synchronisation and shared memory (doc/API.md "Synchronisation and shared
 -- memory"): CPython's _TestLock, _TestSemaphore, _TestCondition,
 -- _TestEvent, _TestBarrier, _TestValue and _TestArray ported (the same
 -- cases, in Lua), atomic adds from many processes, and deaths: a lock

@@ -1,9 +1,7 @@
 -- Values between processes: results and errors from children, Pipe and
--- Queue (API.md "Values between processes", p:result(), p.error).
+-- Queue (doc/API.md "Values between processes", p:result(), p.error).
 local process = require "process"
 local H = require "spec.helper"
-
-local function block() process.parent_process():join() end
 
 H.each_method(function(ctx, method)
 describe("results [" .. method .. "]", function()
@@ -42,7 +40,7 @@ describe("results [" .. method .. "]", function()
   end)
 
   it("raises while running, before start, and after a kill", function()
-    local p = ctx.Process{target = block}
+    local p = ctx.Process{target = H.block}
     assert.has_error(function() p:result() end, "process not started")
     p:start()
     assert.has_error(function() p:result() end, "process has not finished")
@@ -167,7 +165,7 @@ describe("Pipe [" .. method .. "]", function()
 
   it("works in process.wait next to sentinels", function()
     local a, b = process.Pipe()
-    local p = ctx.Process{target = block}
+    local p = ctx.Process{target = H.block}
     p:start()
     assert.equal("integer", math.type(a:fileno()))
     assert.same({}, process.wait({p.sentinel, a}, 0))
@@ -190,7 +188,7 @@ describe("Pipe [" .. method .. "]", function()
       end}
       g:start()
       b:send("started")
-      block() -- killed below: its exit clean-up never runs
+      H.block() -- killed below: its exit clean-up never runs
     end}
     mid:start()
     b:close()
