@@ -4,8 +4,8 @@
  * the Lua code of a pool's blocking call at once, instead of after the
  * wait's timeout), and SIGINT ignored in pool workers.
  *
- * And a worker's channel (pool_channel, a stream socketpair), its writer
- * (pool_sendframe) and a reader that takes every frame waiting in one
+ * And a worker's channel (pool_channel, a stream socketpair), its writers
+ * (pool_sendframe, pool_sendframes for a batch) and a reader that takes every frame waiting in one
  * recv (8-byte little-endian length, then the bytes), never blocks, and keeps a partial frame for later, so a
  * large reply arriving slowly never stalls the pool's other work.
  *
@@ -163,25 +163,6 @@ static int reader_gc(lua_State *L) {
     return 0;
 }
 
-/* core.pool_send(fd, bytes): write all of bytes (already framed),
- * blocking; true, or nil, err, ename (EPIPE when the worker is gone). */
-static int pool_send(lua_State *L) {
-    int fd = (int)luaL_checkinteger(L, 1);
-    size_t n;
-    const char *p = luaL_checklstring(L, 2, &n);
-    while (n > 0) {
-        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            return lmp_pushoserror(L, "send", errno);
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    lua_pushboolean(L, 1);
-    return 1;
-}
-
 /* core.pool_sendframe(fd, bytes): one frame (the 8-byte little-endian
  * length, then bytes) written whole, blocking, in one system call when
  * the socket takes it; true, or nil, err, ename. */
@@ -213,9 +194,54 @@ static int pool_sendframe(lua_State *L) {
     return 1;
 }
 
+/* core.pool_sendframes(fd, list): the strings of list, each as one frame
+ * (as pool_sendframe writes it), in order, blocking, gathered into as few
+ * system calls as the socket allows (a batch of tasks for one worker:
+ * no concatenation in Lua); true, or nil, err, ename. */
+#define SENDV_MAX 64 /* frames per sendmsg (two iovecs each) */
+static int pool_sendframes(lua_State *L) {
+    int fd = (int)luaL_checkinteger(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_Integer n = luaL_len(L, 2);
+    unsigned char hdr[SENDV_MAX][8];
+    struct iovec iov[2 * SENDV_MAX];
+    for (lua_Integer first = 1; first <= n; first += SENDV_MAX) {
+        int k = 0;
+        for (lua_Integer i = first; i <= n && i < first + SENDV_MAX; i++, k++) {
+            size_t len;
+            lua_rawgeti(L, 2, i);
+            const char *p = lua_tolstring(L, -1, &len);
+            if (p == NULL) return luaL_error(L, "frame %d is not a string", (int)i);
+            lua_pop(L, 1); /* still referenced by the list */
+            for (int b = 0; b < 8; b++) hdr[k][b] = (unsigned char)((uint64_t)len >> (8 * b));
+            iov[2 * k] = (struct iovec){hdr[k], 8};
+            iov[2 * k + 1] = (struct iovec){(void *)p, len};
+        }
+        struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)(2 * k)};
+        while (m.msg_iovlen > 0) {
+            ssize_t w = sendmsg(fd, &m, MSG_NOSIGNAL);
+            if (w < 0) {
+                if (errno == EINTR) continue;
+                return lmp_pushoserror(L, "send", errno);
+            }
+            while (m.msg_iovlen > 0 && (size_t)w >= m.msg_iov->iov_len) { /* drop what went */
+                w -= (ssize_t)m.msg_iov->iov_len;
+                m.msg_iov++;
+                m.msg_iovlen--;
+            }
+            if (m.msg_iovlen > 0) {
+                m.msg_iov->iov_base = (char *)m.msg_iov->iov_base + w;
+                m.msg_iov->iov_len -= (size_t)w;
+            }
+        }
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 /* core.pool_channel() -> a, b: a pool's private channel to one worker, a
  * SOCK_STREAM socketpair framed by the pool itself (pool_sendframe,
- * pool_send, pool_reader), so one recv takes every frame waiting.  Its
+ * pool_sendframes, pool_reader), so one recv takes every frame waiting.  Its
  * ends are Connections only so that one travels to a worker under every
  * start method; their send/recv (one packet a message, for SOCK_SEQPACKET
  * Pipes) are never used on it.  Or nil, err, ename. */
@@ -343,8 +369,8 @@ static const luaL_Reg pool_funcs[] = {
     {"pool_wait", pool_wait},
     {"pool_ignore_sigint", pool_ignore_sigint},
     {"pool_reader", reader_new},
-    {"pool_send", pool_send},
     {"pool_sendframe", pool_sendframe},
+    {"pool_sendframes", pool_sendframes},
     {"pool_channel", pool_channel},
     {NULL, NULL}};
 
