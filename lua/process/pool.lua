@@ -208,7 +208,8 @@ function P.handle(msg, st)
     st.skip[id] = nil
     return spack("<jBBf", id, ST_SKIPPED, 0, 0)
   end
-  local ok, f = pcall(get_fn, fnid, cacheit, fnpart, st)
+  local ok, f = true, #fnpart == 0 and st.cache[fnid]
+  if not f then ok, f = pcall(get_fn, fnid, cacheit, fnpart, st) end
   local args
   if ok then
     if afmt == 1 then
@@ -406,11 +407,9 @@ local function task_message(w, task)
 end
 
 -- The head of a worker's list is the task it runs: its clock starts.
-local function start_head(w, t)
+local function start_head(w)
   local task = w.tasks[1]
-  if task then
-    task.deadline = task.timeout and t + task.timeout or nil
-  end
+  if task and task.timeout then task.deadline = now() + task.timeout end
 end
 
 -- Hand queued tasks to ready workers.  One task each, or, while many
@@ -421,7 +420,6 @@ function Pool:_dispatch()
   local queued = self._qtail - self._qhead + 1
   local depth = 1
   if self._avg and self._avg < SHORT_TASK and queued > self._n then depth = PREFETCH end
-  local t = now()
   for h, w in pairs(self._workers) do
     if self._qhead > self._qtail then break end
     if w.ready and not w.retiring then
@@ -446,7 +444,7 @@ function Pool:_dispatch()
         msgs[#msgs + 1] = task_message(w, task)
       end
       if msgs then
-        if first == 1 then start_head(w, t) end
+        if first == 1 then start_head(w) end
         if not self._backend:send(h, msgs) then
           -- the worker is gone (its exit event follows); these never
           -- reached it
@@ -598,11 +596,10 @@ function Pool:_on_msg(h, bytes)
   table.remove(tasks, 1)
   task.worker = nil
   w.ntasks = w.ntasks + 1
-  local t = now()
   -- how long tasks run in the worker (not counting the trip: on a
   -- loaded machine that would hide how short they are)
   if st ~= ST_SKIPPED then self._avg = self._avg and (0.8 * self._avg + 0.2 * ran) or ran end
-  start_head(w, t)
+  start_head(w)
   if not task.cancelled then
     local ok, v
     if rfmt == 1 and task.into and st == ST_OK then
@@ -636,6 +633,7 @@ end
 
 -- Deadlines: running tasks' timeouts, dying workers overdue for SIGKILL.
 function Pool:_timers()
+  if not self._timed and next(self._dying) == nil then return end -- nothing has a deadline
   local t = now()
   local late
   for _, w in pairs(self._workers) do
@@ -662,6 +660,7 @@ function Pool:_timers()
 end
 
 function Pool:_next_wake()
+  if not self._timed and next(self._dying) == nil then return nil end
   local wake
   for _, w in pairs(self._workers) do
     local task = w.tasks[1]
@@ -779,6 +778,7 @@ end
 
 local function new_task(self, fnid, bytes, cacheit, mode, args, timeout, on_done)
   self._nextid = self._nextid + 1
+  if timeout then self._timed = true end -- from now on _timers and _next_wake look
   return {
     id = self._nextid, fnid = fnid, fnbytes = bytes, cacheit = cacheit,
     mode = mode, args = args, timeout = timeout, on_done = on_done,

@@ -29,10 +29,11 @@ local parent_ends = setmetatable({}, { __mode = "k" })
 -- The worker
 ----------------------------------------------------------------------------
 
--- A worker's claims: slot (seq - 1) % RING + 1 of a shared int64 Array
--- holds seq once the worker has started its seq-th task, -seq when the
--- parent took that task back first (one compare_exchange decides).
+-- A worker's claims (core.pool_claim): a shared int64 Array of RING
+-- slots; slot (seq - 1) % RING + 1 holds seq once the worker has started
+-- its seq-th task, -seq when the parent took that task back first.
 local RING = 16 -- > the tasks a worker holds at once (process.pool's PREFETCH)
+local claim = core.pool_claim
 
 local function worker_main(conn, claims, initializer, initargs)
   core.pool_ignore_sigint()
@@ -74,13 +75,11 @@ local function worker_main(conn, claims, initializer, initargs)
       inbox[ih] = nil
       ih = ih + 1
       seq = seq + 1
-      local slot = (seq - 1) % RING + 1
-      local v = claims[slot]
       local reply
-      if v == -seq or not claims:compare_exchange(slot, v, seq) then
-        reply = skipped(msg) -- the parent took it back
-      else
+      if claim(claims, seq) then
         reply = handle(msg, st)
+      else
+        reply = skipped(msg) -- the parent took it back
       end
       if not sendframe(fd, reply) then break end
     end
@@ -146,14 +145,11 @@ end
 
 -- Take back the seq-th task sent to h unless the worker has started it.
 function Backend:skip(h, seq) -- luacheck: ignore 212
-  local c, slot = h.claims, (seq - 1) % RING + 1
-  local v = c[slot]
-  if v == seq then return false end
-  return (c:compare_exchange(slot, v, -seq)) -- fails only when it started just now
+  return core.pool_takeback(h.claims, seq)
 end
 
 function Backend:started(h, seq) -- luacheck: ignore 212
-  return h.claims[(seq - 1) % RING + 1] == seq
+  return core.pool_started(h.claims, seq)
 end
 
 function Backend:fds()

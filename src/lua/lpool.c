@@ -9,6 +9,10 @@
  * recv (8-byte little-endian length, then the bytes), never blocks, and keeps a partial frame for later, so a
  * large reply arriving slowly never stalls the pool's other work.
  *
+ * And the claims by which a worker and its owner agree, without a
+ * message, whether a task handed ahead runs or is taken back
+ * (pool_claim, pool_takeback, pool_started, on a shared int64 Array).
+ *
  * Added to the core table by lmp_open_pool (lmodule.c); the Lua side is
  * lua/process/pool*.lua.
  */
@@ -30,6 +34,7 @@
 #include "lcodec.h"
 #include "lconn.h"
 #include "lpool.h"
+#include "luamp.h"
 
 /* core.pool_wait(fds, timeout) -> list of the indexes of the ready
  * descriptors (1-based; {} on timeout), and true as a second value when
@@ -360,7 +365,50 @@ static int pool_list(lua_State *L) {
     return 1;
 }
 
+/* A worker's claims: an int64 process.Array of n slots; slot (seq - 1) % n
+ * holds seq once the worker started its seq-th task, -seq when the
+ * parent took that task back first.  One compare-exchange decides, so a
+ * task handed ahead is either skipped or run, never both. */
+static int64_t *claim_slot(lua_State *L, int64_t *seq) {
+    void *data;
+    int type;
+    size_t n;
+    if (!luamp_shared_get(L, 1, &data, &type, &n) || type != LUAMP_SHARED_INT64 || n == 0)
+        luaL_argerror(L, 1, "int64 Array expected");
+    lua_Integer s = luaL_checkinteger(L, 2);
+    luaL_argcheck(L, s >= 1, 2, "out of range");
+    *seq = (int64_t)s;
+    return (int64_t *)data + (size_t)((s - 1) % (lua_Integer)n);
+}
+
+/* core.pool_claim(claims, seq) -> true: run it; false: taken back */
+static int pool_claim(lua_State *L) {
+    int64_t seq, *p = claim_slot(L, &seq);
+    int64_t v = __atomic_load_n(p, __ATOMIC_SEQ_CST);
+    lua_pushboolean(L, v != -seq && __atomic_compare_exchange_n(p, &v, seq, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST));
+    return 1;
+}
+
+/* core.pool_takeback(claims, seq) -> true: the worker will skip it;
+ * false: it has started it */
+static int pool_takeback(lua_State *L) {
+    int64_t seq, *p = claim_slot(L, &seq);
+    int64_t v = __atomic_load_n(p, __ATOMIC_SEQ_CST);
+    lua_pushboolean(L, v != seq && __atomic_compare_exchange_n(p, &v, -seq, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST));
+    return 1;
+}
+
+/* core.pool_started(claims, seq) -> whether the worker started it */
+static int pool_started(lua_State *L) {
+    int64_t seq, *p = claim_slot(L, &seq);
+    lua_pushboolean(L, __atomic_load_n(p, __ATOMIC_SEQ_CST) == seq);
+    return 1;
+}
+
 static const luaL_Reg pool_funcs[] = {
+    {"pool_claim", pool_claim},
+    {"pool_takeback", pool_takeback},
+    {"pool_started", pool_started},
     {"pool_pack_numbers", pack_numbers},
     {"pool_unpack_numbers", unpack_numbers},
     {"pool_list", pool_list},
