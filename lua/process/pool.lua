@@ -213,7 +213,10 @@ function P.handle(msg, st)
   local args
   if ok then
     if afmt == 1 then
-      ok, args = pcall(unpack_numbers, msg, pos)
+      local err
+      args, err = unpack_numbers(msg, pos) -- (nil, err: corrupt)
+      ok = args ~= nil
+      if not ok then args = err end
     else
       ok, args = pcall(decode_at, msg, pos, true)
     end
@@ -604,10 +607,15 @@ function Pool:_on_msg(h, bytes)
     local ok, v
     if rfmt == 1 and task.into and st == ST_OK then
       -- a map's chunk of numbers: straight into the map's list
-      ok, v = pcall(unpack_numbers, bytes, pos, task.into, task.first)
-      v = ok and true or v
+      local err
+      v, err = unpack_numbers(bytes, pos, task.into, task.first) -- (nil, err: corrupt)
+      ok = v ~= nil
+      v = ok and true or err
     elseif rfmt == 1 then
-      ok, v = pcall(unpack_numbers, bytes, pos)
+      local err
+      v, err = unpack_numbers(bytes, pos)
+      ok = v ~= nil
+      if not ok then v = err end
     else
       ok, v = pcall(decode_at, bytes, pos)
     end

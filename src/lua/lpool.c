@@ -318,13 +318,13 @@ static int pack_numbers(lua_State *L) {
 
 /* core.pool_unpack_numbers(s, pos [, into, at]) -> {n = count, ...}, or
  * with into: the numbers stored in into[at], into[at + 1]... (no table
- * made) and into returned; raises on bytes that are not such a list. */
+ * made) and into returned; nil, "corrupt list of numbers" for bytes that
+ * are not such a list (a reply from a worker: no protected call needed). */
 static int unpack_numbers(lua_State *L) {
     size_t len;
     const unsigned char *s = (const unsigned char *)luaL_checklstring(L, 1, &len);
     lua_Integer pos = luaL_checkinteger(L, 2);
-    if (pos < 1 || (size_t)pos > len + 1 || (len - (size_t)(pos - 1)) % 9)
-        return luaL_error(L, "corrupt list of numbers");
+    if (pos < 1 || (size_t)pos > len + 1 || (len - (size_t)(pos - 1)) % 9) goto corrupt;
     s += pos - 1;
     size_t n = (len - (size_t)(pos - 1)) / 9;
     lua_Integer at = 1;
@@ -347,7 +347,7 @@ static int unpack_numbers(lua_State *L) {
             memcpy(&d, &u, 8);
             lua_pushnumber(L, d);
         } else {
-            return luaL_error(L, "corrupt list of numbers");
+            goto corrupt;
         }
         lua_rawseti(L, -2, at + (lua_Integer)k);
     }
@@ -356,6 +356,10 @@ static int unpack_numbers(lua_State *L) {
         lua_setfield(L, -2, "n");
     }
     return 1;
+corrupt:
+    lua_pushnil(L);
+    lua_pushliteral(L, "corrupt list of numbers");
+    return 2;
 }
 
 /* core.pool_list(n) -> an empty table with room for n items (and n). */
