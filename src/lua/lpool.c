@@ -389,7 +389,8 @@ static int64_t *claim_slot(lua_State *L, int64_t *seq) {
 static int pool_claim(lua_State *L) {
     int64_t seq, *p = claim_slot(L, &seq);
     int64_t v = __atomic_load_n(p, __ATOMIC_SEQ_CST);
-    lua_pushboolean(L, v != -seq && __atomic_compare_exchange_n(p, &v, seq, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST));
+    lua_pushboolean(L, v != -seq && __atomic_compare_exchange_n(p, &v, seq, 0, __ATOMIC_SEQ_CST,
+                                                                __ATOMIC_SEQ_CST));
     return 1;
 }
 
@@ -398,7 +399,8 @@ static int pool_claim(lua_State *L) {
 static int pool_takeback(lua_State *L) {
     int64_t seq, *p = claim_slot(L, &seq);
     int64_t v = __atomic_load_n(p, __ATOMIC_SEQ_CST);
-    lua_pushboolean(L, v != seq && __atomic_compare_exchange_n(p, &v, -seq, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST));
+    lua_pushboolean(L, v != seq && __atomic_compare_exchange_n(p, &v, -seq, 0, __ATOMIC_SEQ_CST,
+                                                               __ATOMIC_SEQ_CST));
     return 1;
 }
 
