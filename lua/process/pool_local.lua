@@ -5,7 +5,9 @@
 -- Each worker is a Process (of the pool's start method) with its own
 -- channel (core.pool_channel: a stream socketpair carrying length-framed
 -- messages, so one recv takes every reply waiting): tasks go down it,
--- replies come up.  The parent's end and
+-- replies come up, and its claims (a shared int64 Array: which of the
+-- tasks handed to it the worker has started, or the parent took back;
+-- b:skip and b:started).  The parent's end and
 -- the worker's sentinel are what the pool waits on.  Workers are started
 -- as daemons, which gives them what luamp already guarantees daemons
 -- under every start method: PR_SET_PDEATHSIG (they die with the owner,
