@@ -111,15 +111,16 @@ local function serve()
   -- Forward what the workers did; reap the ended ones.
   local function collect()
     for gen, w in pairs(workers) do
-      for _, ev in ipairs(w.lb:wait(0)) do
-        if ev[2] == "msg" then
-          send(0, RESULT, spack("<jB", gen, EV_MSG) .. ev[3])
-        elseif ev[2] == "exit" then
+      local ev, n = w.lb:wait(0)
+      for i = 1, 3 * n, 3 do
+        if ev[i + 1] == "msg" then
+          send(0, RESULT, spack("<jB", gen, EV_MSG) .. ev[i + 2])
+        elseif ev[i + 1] == "exit" then
           w.lb:release(w.h)
           w.lb:close()
           workers[gen] = nil
           count = count - 1
-          send(0, RESULT, spack("<jBj", gen, EV_EXIT, ev[3]))
+          send(0, RESULT, spack("<jBj", gen, EV_EXIT, ev[i + 2]))
         end
       end
     end
@@ -169,18 +170,21 @@ local function route(src, tag, bytes)
   if not h or h.rank ~= src then return end -- a released worker's: too late
   local events = h.backend.events
   if kind == EV_MSG then
-    events[#events + 1] = {h, "msg", bytes:sub(pos)}
+    local k = #events
+    events[k + 1], events[k + 2], events[k + 3] = h, "msg", bytes:sub(pos)
   elseif kind == EV_EXIT and #bytes >= pos + 7 then
     h.exited = true
     unload(h)
-    events[#events + 1] = {h, "exit", (sunpack("<j", bytes, pos))}
+    local k = #events
+    events[k + 1], events[k + 2], events[k + 3] = h, "exit", (sunpack("<j", bytes, pos))
   elseif kind == EV_STARTED and #bytes >= pos + 7 then
     h.pid = fmt("%d on rank %d", (sunpack("<j", bytes, pos)), src)
   elseif kind == EV_FAILED then
     io.stderr:write(fmt("process.mpi: rank %d could not start a worker: %s\n", src, bytes:sub(pos)))
     h.exited = true
     unload(h)
-    events[#events + 1] = {h, "exit", 1}
+    local k = #events
+    events[k + 1], events[k + 2], events[k + 3] = h, "exit", 1
   end
 end
 
@@ -256,7 +260,7 @@ function Backend:wait(timeout)
   end
   local events = self.events
   self.events = {}
-  return events
+  return events, #events // 3
 end
 
 -- Everything released; workers still running are killed (their ranks

@@ -21,14 +21,15 @@
 --                                   to worker h, in order.  A refusal
 --                                   means h is dead or dying: its "exit"
 --                                   event follows.
---   b:wait(timeout) -> events       wait at most timeout seconds (nil:
+--   b:wait(timeout) -> events, n    wait at most timeout seconds (nil:
 --                                   forever) for something to happen to
 --                                   any worker not released yet, and
---                                   return a list (empty on timeout, or
---                                   when a signal cut the wait short) of
---                                     {h, "msg", bytes}   a reply (from
---                                                         P.serve/P.ready_message)
---                                     {h, "exit", code}   the worker ended
+--                                   return a flat list of n triples (none
+--                                   on timeout, or when a signal cut the
+--                                   wait short; no table per event):
+--                                     h, "msg", bytes     a reply (from
+--                                                         P.handle/P.ready_message)
+--                                     h, "exit", code     the worker ended
 --                                   A worker's messages come before its exit.
 --   b:terminate(h) / b:kill(h)      SIGTERM / SIGKILL (or the equivalent)
 --   b:retire(h)                     no more tasks: the worker ends when it
@@ -40,15 +41,29 @@
 --                                   nil when there are none
 --   b:close()                       everything released (after all exits)
 --
+-- Optional (process.pool_local has them; without them a task handed
+-- ahead is cancelled with a note the worker reads between tasks, and a
+-- dead worker's first task counts as the one it ran):
+--   b:skip(h, seq) -> true | false  the seq-th task sent to h (counted
+--                                   from 1) will be skipped by the worker
+--                                   (true), or it has started it (false);
+--                                   decided atomically with the worker
+--   b:started(h, seq) -> bool       after h's exit: had it started its
+--                                   seq-th task?
+-- At most PREFETCH tasks sent to a worker are unanswered at any time.
+--
 -- The worker's side is shared too.  A worker runs
 --   err = P.initialize(initializer, initargs); send P.ready_message(err)
 -- (and ends if err), then, with st = P.worker_state(), for each message
 -- received in order: P.note(msg, st) is true for a cancel note (nothing
 -- to answer); otherwise it sends back the reply P.handle(msg, st)
--- returns, one reply per task, in the order the tasks came.  Several
--- tasks may be sent before the first is answered (short tasks); a
--- worker should take the notes that have arrived before it starts each
--- task.  It ends at EOF.
+-- returns, one reply per task, in the order the tasks came, each sent
+-- before the next task starts (the parent's view of which task runs
+-- depends on it).  Several tasks may be sent before the first is
+-- answered (short tasks); once a note has come (st.noted), a worker
+-- takes the notes that have arrived before it starts each task.  A
+-- backend with b:skip claims each task before running it, and answers
+-- P.skipped(msg) for one the parent took back.  It ends at EOF.
 local core = ...
 local R = require "process.asyncresult"
 
@@ -174,23 +189,34 @@ function P.note(msg, st)
   if msg:byte(1) ~= KIND_CANCEL then return false end
   local id = sunpack("<j", msg, 2)
   st.skip[id] = true
+  st.noted = true -- (from now on the worker reads notes before each task)
   return true
+end
+
+-- The answer to a task message the worker skips (cancelled before it
+-- started: see b:skip).
+function P.skipped(msg)
+  return spack("<jBBf", (sunpack("<j", msg, 2)), ST_SKIPPED, 0, 0)
 end
 
 -- Runs one task message; returns the reply.  st: P.worker_state().
 function P.handle(msg, st)
-  local kind, id, fnid, mode, cacheit, afmt, fnpart, pos = sunpack("<BjjBBBs4", msg)
+  local kind, id, fnid, mode, cacheit, afmt, fnpart, _, pos = sunpack("<BjjBBBs4I4", msg)
   if kind ~= KIND_TASK then error("unknown message kind " .. kind) end
   started = now()
   if st.skip[id] then
     st.skip[id] = nil
     return spack("<jBBf", id, ST_SKIPPED, 0, 0)
   end
-  local ok, f = pcall(get_fn, fnid, cacheit, fnpart, st)
+  local ok, f = true, #fnpart == 0 and st.cache[fnid]
+  if not f then ok, f = pcall(get_fn, fnid, cacheit, fnpart, st) end
   local args
   if ok then
     if afmt == 1 then
-      ok, args = pcall(unpack_numbers, msg, pos)
+      local err
+      args, err = unpack_numbers(msg, pos) -- (nil, err: corrupt)
+      ok = args ~= nil
+      if not ok then args = err end
     else
       ok, args = pcall(decode_at, msg, pos, true)
     end
@@ -305,8 +331,8 @@ function P.new(backend, opts)
     _nworkers = 0,             -- live, not retiring
     _dying = {},               -- h -> kill_at (terminated or retired)
     _queue = {}, _qhead = 1, _qtail = 0,
-    _running = {},             -- task -> true while a worker holds it
-    _unfinished = {},          -- AsyncResult -> true while not done
+    _unfinished = {},          -- map's AsyncResult -> true while not done
+                               -- (a task knows its worker: task.worker)
     _nextid = 0,
     _deaths = {},              -- times of recent unexpected deaths
     _death_limit = opts.death_limit or math.max(8, 3 * opts.processes),
@@ -352,7 +378,6 @@ local function requeue(self, tasks, from)
   for i = #tasks, from, -1 do
     local task = tasks[i]
     tasks[i] = nil
-    self._running[task] = nil
     task.worker = nil
     if not task.cancelled then
       self._qhead = self._qhead - 1
@@ -361,27 +386,33 @@ local function requeue(self, tasks, from)
   end
 end
 
+-- A task's message: its id, function (its bytes, or "" when the worker
+-- has it cached), mode, the format of its arguments (1: a list of
+-- numbers, 0: the codec) and the arguments, in one string.pack.
+local TASK_FORMAT = "<BjjBBBs4s4"
+
+local function make_message(task, fnpart)
+  return spack(TASK_FORMAT, KIND_TASK, task.id, task.fnid, task.mode, task.cacheit, task.afmt or 0,
+    fnpart, task.args)
+end
+
+-- The message is made when the task is submitted, for a worker that has
+-- the function (or, not cacheable, with it); a worker that does not know
+-- a cacheable one gets it once.
 local function task_message(w, task)
-  local fnpart, cacheit = task.fnbytes, task.cacheit
-  if cacheit == 1 then
-    if w.known[task.fnid] then
-      fnpart = ""
-    else
-      if w.nknown >= FNCACHE then w.known, w.nknown = {}, 0 end
-      w.known[task.fnid] = true
-      w.nknown = w.nknown + 1
-    end
+  if task.cacheit == 1 and not w.known[task.fnid] then
+    if w.nknown >= FNCACHE then w.known, w.nknown = {}, 0 end
+    w.known[task.fnid] = true
+    w.nknown = w.nknown + 1
+    return make_message(task, task.fnbytes)
   end
-  return spack("<BjjBBBs4", KIND_TASK, task.id, task.fnid, task.mode, cacheit, task.afmt or 0, fnpart)
-    .. task.args
+  return task.msg
 end
 
 -- The head of a worker's list is the task it runs: its clock starts.
-local function start_head(w, t)
+local function start_head(w)
   local task = w.tasks[1]
-  if task then
-    task.deadline = task.timeout and t + task.timeout or nil
-  end
+  if task and task.timeout then task.deadline = now() + task.timeout end
 end
 
 -- Hand queued tasks to ready workers.  One task each, or, while many
@@ -392,7 +423,6 @@ function Pool:_dispatch()
   local queued = self._qtail - self._qhead + 1
   local depth = 1
   if self._avg and self._avg < SHORT_TASK and queued > self._n then depth = PREFETCH end
-  local t = now()
   for h, w in pairs(self._workers) do
     if self._qhead > self._qtail then break end
     if w.ready and not w.retiring then
@@ -411,13 +441,13 @@ function Pool:_dispatch()
         end
         tasks[#tasks + 1] = task
         task.worker = w
-        self._running[task] = true
         w.nsent = w.nsent + 1
+        task.seq = w.nsent
         msgs = msgs or {}
         msgs[#msgs + 1] = task_message(w, task)
       end
       if msgs then
-        if first == 1 then start_head(w, t) end
+        if first == 1 then start_head(w) end
         if not self._backend:send(h, msgs) then
           -- the worker is gone (its exit event follows); these never
           -- reached it
@@ -446,11 +476,14 @@ function Pool:_fail_all(msg)
     if task and not task.cancelled then task_error(self, task, msg) end
   end
   self._qhead, self._qtail = 1, 0
-  for task in pairs(self._running) do
-    self._running[task] = nil
-    if not task.cancelled then task_error(self, task, msg) end
+  for _, w in pairs(self._workers) do
+    local tasks = w.tasks
+    w.tasks = {}
+    for _, task in ipairs(tasks) do
+      task.worker = nil
+      if not task.cancelled then task_error(self, task, msg) end
+    end
   end
-  for _, w in pairs(self._workers) do w.tasks = {} end
   for r in pairs(self._unfinished) do
     R._complete(r, false, msg)
     self._unfinished[r] = nil
@@ -490,10 +523,15 @@ function Pool:_on_exit(h, code)
     return
   end
   local what = exit_text(code)
+  if head and self._backend.started and not self._backend:started(h, head.seq) then
+    -- it ended after answering a task and before starting the next: the
+    -- tasks it held never ran, and go to other workers
+    requeue(self, w.tasks, 1)
+    head = nil
+  end
   if head then
     requeue(self, w.tasks, 2)
     w.tasks[1] = nil
-    self._running[head] = nil
     head.worker = nil
     if head.cancelled then
       what = fmt("%s (pid %s)", what, tostring(h.pid))
@@ -539,7 +577,6 @@ function Pool:_abandon(w)
   requeue(self, w.tasks, 2)
   if head then
     w.tasks[1] = nil
-    self._running[head] = nil
     head.worker = nil
   end
   if self._state == "RUN" or self._state == "CLOSE" then self:_replace() end
@@ -560,22 +597,25 @@ function Pool:_on_msg(h, bytes)
   local task = tasks[1]
   if not task or task.id ~= id then return end -- not ours: ignored
   table.remove(tasks, 1)
-  self._running[task] = nil
   task.worker = nil
   w.ntasks = w.ntasks + 1
-  local t = now()
   -- how long tasks run in the worker (not counting the trip: on a
   -- loaded machine that would hide how short they are)
   if st ~= ST_SKIPPED then self._avg = self._avg and (0.8 * self._avg + 0.2 * ran) or ran end
-  start_head(w, t)
+  start_head(w)
   if not task.cancelled then
     local ok, v
     if rfmt == 1 and task.into and st == ST_OK then
       -- a map's chunk of numbers: straight into the map's list
-      ok, v = pcall(unpack_numbers, bytes, pos, task.into, task.first)
-      v = ok and true or v
+      local err
+      v, err = unpack_numbers(bytes, pos, task.into, task.first) -- (nil, err: corrupt)
+      ok = v ~= nil
+      v = ok and true or err
     elseif rfmt == 1 then
-      ok, v = pcall(unpack_numbers, bytes, pos)
+      local err
+      v, err = unpack_numbers(bytes, pos)
+      ok = v ~= nil
+      if not ok then v = err end
     else
       ok, v = pcall(decode_at, bytes, pos)
     end
@@ -601,6 +641,7 @@ end
 
 -- Deadlines: running tasks' timeouts, dying workers overdue for SIGKILL.
 function Pool:_timers()
+  if not self._timed and next(self._dying) == nil then return end -- nothing has a deadline
   local t = now()
   local late
   for _, w in pairs(self._workers) do
@@ -627,6 +668,7 @@ function Pool:_timers()
 end
 
 function Pool:_next_wake()
+  if not self._timed and next(self._dying) == nil then return nil end
   local wake
   for _, w in pairs(self._workers) do
     local task = w.tasks[1]
@@ -669,12 +711,12 @@ function Pool:_pump(deadline)
   local wake = self:_next_wake()
   if deadline and (not wake or deadline < wake) then wake = deadline end
   local timeout = wake and math.max(0, wake - now()) or nil
-  local events = self._backend:wait(timeout)
-  for _, ev in ipairs(events) do
-    if ev[2] == "msg" then
-      self:_on_msg(ev[1], ev[3])
+  local ev, n = self._backend:wait(timeout)
+  for i = 1, 3 * n, 3 do
+    if ev[i + 1] == "msg" then
+      self:_on_msg(ev[i], ev[i + 2])
     else
-      self:_on_exit(ev[1], ev[3])
+      self:_on_exit(ev[i], ev[i + 2])
     end
   end
   self:_timers()
@@ -705,8 +747,7 @@ function Pool:_wait_for(cond, deadline, arg)
     if self._cbq[1] then run_callbacks(self) end
     if cond(arg) then return true end
     if deadline and now() >= deadline then return false end
-    if not next(self._workers) and not next(self._dying) and self._qhead > self._qtail
-       and not next(self._running) then
+    if not next(self._workers) and not next(self._dying) and self._qhead > self._qtail then
       -- nothing can make progress any more
       if cond(arg) then return true end
       return false
@@ -745,10 +786,11 @@ end
 
 local function new_task(self, fnid, bytes, cacheit, mode, args, timeout, on_done)
   self._nextid = self._nextid + 1
+  if timeout then self._timed = true end -- from now on _timers and _next_wake look
   return {
     id = self._nextid, fnid = fnid, fnbytes = bytes, cacheit = cacheit,
     mode = mode, args = args, timeout = timeout, on_done = on_done,
-    afmt = false, r = false, -- set by the caller (slots made here: no rehash)
+    afmt = false, r = false, msg = false, seq = false, -- set later (slots made here: no rehash)
   }
 end
 
@@ -758,18 +800,34 @@ local function enqueue(self, task)
 end
 
 -- Cancel helper: a queued task never runs; a running one's worker is
--- terminated and replaced.
+-- terminated and replaced; false when the task had finished.
 local function cancel_task(self, task)
   if task.done or task.cancelled then return false end
-  task.cancelled = true
   local w = task.worker
-  if w and self._running[task] then
+  local b = self._backend
+  if w and w.tasks[1] ~= task and b.skip then
+    -- handed ahead: the worker skips it, unless it has just started it
+    if b:skip(w.h, task.seq) then
+      task.cancelled = true -- (it leaves the worker's list with the worker's answer)
+      return true
+    end
+    -- it started: the answers to the tasks before it were sent first,
+    -- so they are here; take them, then it is the worker's running task
+    local deadline = now() + GRACE
+    while not task.done and task.worker == w and w.tasks[1] ~= task and now() < deadline do
+      self:_guarded(deadline)
+    end
+    if task.done then return false end
+    w = task.worker
+  end
+  task.cancelled = true
+  if w then
     if w.tasks[1] == task then
       self:_abandon(w) -- running: the worker is terminated and replaced
     else
       -- handed to the worker, not started: it skips it when told so
       -- (it stays in the worker's list until the worker says so)
-      self._backend:send(w.h, { spack("<Bj", KIND_CANCEL, task.id) })
+      b:send(w.h, { spack("<Bj", KIND_CANCEL, task.id) })
     end
   end
   return true
@@ -777,9 +835,7 @@ end
 
 local function apply_done(task, ok, v)
   task.done = true
-  local r = task.r
-  r._pool._unfinished[r] = nil
-  R._complete(r, ok, v)
+  R._complete(task.r, ok, v)
 end
 
 local function apply_cancel(r)
@@ -821,9 +877,9 @@ local function apply_async(self, f, args, opts, fname, L)
   if not bytes then bytes = encode_args(args or {}, "args", nil, L + 1) end
   local task = new_task(self, fnid, fbytes, cacheit, MODE_APPLY, bytes, timeout, apply_done)
   task.afmt = afmt
+  task.msg = make_message(task, cacheit == 1 and "" or fbytes)
   local r = R.new(self, task.id, opts, apply_cancel, task)
-  task.r = r
-  self._unfinished[r] = true
+  task.r = r -- (not in _unfinished: failing the task completes r)
   enqueue(self, task)
   -- start it now if a worker has room (while many queue, they are full)
   if self._qtail - self._qhead < self._n * PREFETCH then self:_dispatch() end
@@ -879,6 +935,7 @@ local function submit_chunk(self, fn, mode, items, first, last, root, done, L)
   end
   local task = new_task(self, fn[1], fn[2], fn[3], mode, bytes, self._timeout, chunk_done)
   task.afmt = afmt
+  task.msg = make_message(task, fn[3] == 1 and "" or fn[2])
   task.mapdone = done
   task.first = first
   enqueue(self, task)
@@ -940,6 +997,7 @@ local function map_async(self, fname, f, list, chunksize, mode, opts)
     for _, t in ipairs(tasks) do
       if not t.done then cancel_task(self, t); t.done = true end
     end
+    if r._done then return false end -- its last chunks finished meanwhile
     self._unfinished[r] = nil
     R._complete(r, false, "map was cancelled")
     return true
@@ -1137,9 +1195,9 @@ function Pool:terminate()
   -- collect the exits now: SIGKILL after the grace period
   while next(self._dying) do
     local wake = self:_next_wake()
-    local events = self._backend:wait(wake and math.max(0, wake - now()) or 1)
-    for _, ev in ipairs(events) do
-      if ev[2] == "exit" then self:_on_exit(ev[1], ev[3]) end
+    local ev, n = self._backend:wait(wake and math.max(0, wake - now()) or 1)
+    for i = 1, 3 * n, 3 do
+      if ev[i + 1] == "exit" then self:_on_exit(ev[i], ev[i + 2]) end
     end
     self:_timers()
   end

@@ -5,7 +5,9 @@
 -- Each worker is a Process (of the pool's start method) with its own
 -- channel (core.pool_channel: a stream socketpair carrying length-framed
 -- messages, so one recv takes every reply waiting): tasks go down it,
--- replies come up.  The parent's end and
+-- replies come up, and its claims (a shared int64 Array: which of the
+-- tasks handed to it the worker has started, or the parent took back;
+-- b:skip and b:started).  The parent's end and
 -- the worker's sentinel are what the pool waits on.  Workers are started
 -- as daemons, which gives them what luamp already guarantees daemons
 -- under every start method: PR_SET_PDEATHSIG (they die with the owner,
@@ -29,7 +31,13 @@ local parent_ends = setmetatable({}, { __mode = "k" })
 -- The worker
 ----------------------------------------------------------------------------
 
-local function worker_main(conn, initializer, initargs)
+-- A worker's claims (core.pool_claim): a shared int64 Array of RING
+-- slots; slot (seq - 1) % RING + 1 holds seq once the worker has started
+-- its seq-th task, -seq when the parent took that task back first.
+local RING = 16 -- > the tasks a worker holds at once (process.pool's PREFETCH)
+local claim = core.pool_claim
+
+local function worker_main(conn, claims, initializer, initargs)
   core.pool_ignore_sigint()
   rawset(process.current_process(), "_daemon", false)
   for c in pairs(parent_ends) do pcall(c.close, c) end
@@ -41,7 +49,8 @@ local function worker_main(conn, initializer, initargs)
   local reader = core.pool_reader(fd)
   local inbox, ih, it = {}, 1, 0
   local frames, eof = {}, false
-  local note, handle = P.note, P.handle
+  local note, handle, skipped = P.note, P.handle, P.skipped
+  local seq = 0
   -- Takes what has arrived: cancel notes are applied at once, tasks
   -- queue in order.
   local function take(block)
@@ -62,11 +71,19 @@ local function worker_main(conn, initializer, initargs)
       take(true)
     else
       -- a cancel note for the next task may be on its way: read first
-      if it > ih then take() end
+      -- (notes come only through a relay without claims: process.mpi)
+      if st.noted then take() end
       local msg = inbox[ih]
       inbox[ih] = nil
       ih = ih + 1
-      if not sendframe(fd, handle(msg, st)) then break end
+      seq = seq + 1
+      local reply
+      if claim(claims, seq) then
+        reply = handle(msg, st)
+      else
+        reply = skipped(msg) -- the parent took it back
+      end
+      if not sendframe(fd, reply) then break end
     end
   end
   conn:close()
@@ -98,10 +115,11 @@ end
 function Backend:start()
   local a, b, ename = core.pool_channel()
   if not a then return nil, b, ename end
+  local claims = process.Array("int64", RING, { lock = false })
   self.count = self.count + 1
   parent_ends[a] = true
   local p = self.ctx.Process{
-    target = target, args = { b, self.initializer, self.initargs or {} },
+    target = target, args = { b, claims, self.initializer, self.initargs or {} },
     daemon = true, name = fmt("PoolWorker-%d", self.count),
   }
   local ok, err, en = p:start()
@@ -113,23 +131,27 @@ function Backend:start()
   end
   local fd = a:fileno()
   local h = { p = p, conn = a, pid = p.pid, fd = fd, sentinel = p.sentinel, eof = false,
-              reader = core.pool_reader(fd) }
+              reader = core.pool_reader(fd), claims = claims }
   self.live[h] = true
   self.fdlist = false
   return h
 end
 
-local spack = string.pack
+local sendframes = core.pool_sendframes
 
 function Backend:send(h, msgs)
   if h.eof or h.retired then return nil end
-  if #msgs == 1 then return sendframe(h.fd, msgs[1]) end
-  local parts = {}
-  for i, m in ipairs(msgs) do
-    parts[2 * i - 1] = spack("<I8", #m) -- the channel's framing (pool_sendframe)
-    parts[2 * i] = m
-  end
-  return core.pool_send(h.fd, table.concat(parts))
+  if msgs[2] == nil then return sendframe(h.fd, msgs[1]) end
+  return sendframes(h.fd, msgs) -- one write for the batch
+end
+
+-- Take back the seq-th task sent to h unless the worker has started it.
+function Backend:skip(h, seq) -- luacheck: ignore 212
+  return core.pool_takeback(h.claims, seq)
+end
+
+function Backend:started(h, seq) -- luacheck: ignore 212
+  return core.pool_started(h.claims, seq)
 end
 
 function Backend:fds()
@@ -149,27 +171,30 @@ function Backend:fds()
   return list
 end
 
--- Everything h has sent, in order (one recv for all that is waiting).
+-- Everything h has sent, in order (one recv for all that is waiting),
+-- appended to events after its k-th slot; -> the new k.
 local frames = {}
-local function drain(self, h, events)
-  if h.eof then return end
+local function drain(self, h, events, k)
+  if h.eof then return k end
   local n, eof = h.reader:read(frames)
   for i = 1, n do
-    events[#events + 1] = { h, "msg", frames[i] }
+    events[k + 1], events[k + 2], events[k + 3] = h, "msg", frames[i]
+    k = k + 3
     frames[i] = nil
   end
   if eof then
     h.eof = true -- closed, or closed in the middle of a message
     self.fdlist = false
   end
+  return k
 end
 
 function Backend:wait(timeout)
   local list = self:fds()
-  local events = {}
+  local events, k = {}, 0
   if #list == 0 then
     if timeout and timeout > 0 then core.pool_wait({}, timeout) end
-    return events
+    return events, 0
   end
   local ready, err = core.pool_wait(list, timeout)
   if not ready then error(err, 0) end
@@ -180,21 +205,22 @@ function Backend:wait(timeout)
       sentinels = sentinels or {}
       sentinels[#sentinels + 1] = h
     else
-      drain(self, h, events)
+      k = drain(self, h, events, k)
     end
   end
   if sentinels then
     for _, h in ipairs(sentinels) do
-      drain(self, h, events) -- what it sent before it ended comes first
+      k = drain(self, h, events, k) -- what it sent before it ended comes first
       local code = h.p.exitcode
       if code ~= nil then
-        events[#events + 1] = { h, "exit", code }
+        events[k + 1], events[k + 2], events[k + 3] = h, "exit", code
+        k = k + 3
         h.exited = true
         self.fdlist = false
       end
     end
   end
-  return events
+  return events, k // 3
 end
 
 function Backend:terminate(h)
@@ -217,7 +243,7 @@ end
 function Backend:release(h)
   if not self.live[h] then return end
   self.live[h] = nil
-  self.fdlist = false
+  self.fdlist, self.owners = false, nil -- (nothing keeps h: its claims' memfd is freed when collected)
   h.p:join()
   h.p:close()
   parent_ends[h.conn] = nil

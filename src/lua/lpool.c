@@ -4,10 +4,14 @@
  * the Lua code of a pool's blocking call at once, instead of after the
  * wait's timeout), and SIGINT ignored in pool workers.
  *
- * And a worker's channel (pool_channel, a stream socketpair), its writer
- * (pool_sendframe) and a reader that takes every frame waiting in one
+ * And a worker's channel (pool_channel, a stream socketpair), its writers
+ * (pool_sendframe, pool_sendframes for a batch) and a reader that takes every frame waiting in one
  * recv (8-byte little-endian length, then the bytes), never blocks, and keeps a partial frame for later, so a
  * large reply arriving slowly never stalls the pool's other work.
+ *
+ * And the claims by which a worker and its owner agree, without a
+ * message, whether a task handed ahead runs or is taken back
+ * (pool_claim, pool_takeback, pool_started, on a shared int64 Array).
  *
  * Added to the core table by lmp_open_pool (lmodule.c); the Lua side is
  * lua/process/pool*.lua.
@@ -30,6 +34,7 @@
 #include "lcodec.h"
 #include "lconn.h"
 #include "lpool.h"
+#include "luamp.h"
 
 /* core.pool_wait(fds, timeout) -> list of the indexes of the ready
  * descriptors (1-based; {} on timeout), and true as a second value when
@@ -163,25 +168,6 @@ static int reader_gc(lua_State *L) {
     return 0;
 }
 
-/* core.pool_send(fd, bytes): write all of bytes (already framed),
- * blocking; true, or nil, err, ename (EPIPE when the worker is gone). */
-static int pool_send(lua_State *L) {
-    int fd = (int)luaL_checkinteger(L, 1);
-    size_t n;
-    const char *p = luaL_checklstring(L, 2, &n);
-    while (n > 0) {
-        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            return lmp_pushoserror(L, "send", errno);
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    lua_pushboolean(L, 1);
-    return 1;
-}
-
 /* core.pool_sendframe(fd, bytes): one frame (the 8-byte little-endian
  * length, then bytes) written whole, blocking, in one system call when
  * the socket takes it; true, or nil, err, ename. */
@@ -213,9 +199,54 @@ static int pool_sendframe(lua_State *L) {
     return 1;
 }
 
+/* core.pool_sendframes(fd, list): the strings of list, each as one frame
+ * (as pool_sendframe writes it), in order, blocking, gathered into as few
+ * system calls as the socket allows (a batch of tasks for one worker:
+ * no concatenation in Lua); true, or nil, err, ename. */
+#define SENDV_MAX 64 /* frames per sendmsg (two iovecs each) */
+static int pool_sendframes(lua_State *L) {
+    int fd = (int)luaL_checkinteger(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_Integer n = luaL_len(L, 2);
+    unsigned char hdr[SENDV_MAX][8];
+    struct iovec iov[2 * SENDV_MAX];
+    for (lua_Integer first = 1; first <= n; first += SENDV_MAX) {
+        int k = 0;
+        for (lua_Integer i = first; i <= n && i < first + SENDV_MAX; i++, k++) {
+            size_t len;
+            lua_rawgeti(L, 2, i);
+            const char *p = lua_tolstring(L, -1, &len);
+            if (p == NULL) return luaL_error(L, "frame %d is not a string", (int)i);
+            lua_pop(L, 1); /* still referenced by the list */
+            for (int b = 0; b < 8; b++) hdr[k][b] = (unsigned char)((uint64_t)len >> (8 * b));
+            iov[2 * k] = (struct iovec){hdr[k], 8};
+            iov[2 * k + 1] = (struct iovec){(void *)p, len};
+        }
+        struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)(2 * k)};
+        while (m.msg_iovlen > 0) {
+            ssize_t w = sendmsg(fd, &m, MSG_NOSIGNAL);
+            if (w < 0) {
+                if (errno == EINTR) continue;
+                return lmp_pushoserror(L, "send", errno);
+            }
+            while (m.msg_iovlen > 0 && (size_t)w >= m.msg_iov->iov_len) { /* drop what went */
+                w -= (ssize_t)m.msg_iov->iov_len;
+                m.msg_iov++;
+                m.msg_iovlen--;
+            }
+            if (m.msg_iovlen > 0) {
+                m.msg_iov->iov_base = (char *)m.msg_iov->iov_base + w;
+                m.msg_iov->iov_len -= (size_t)w;
+            }
+        }
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 /* core.pool_channel() -> a, b: a pool's private channel to one worker, a
  * SOCK_STREAM socketpair framed by the pool itself (pool_sendframe,
- * pool_send, pool_reader), so one recv takes every frame waiting.  Its
+ * pool_sendframes, pool_reader), so one recv takes every frame waiting.  Its
  * ends are Connections only so that one travels to a worker under every
  * start method; their send/recv (one packet a message, for SOCK_SEQPACKET
  * Pipes) are never used on it.  Or nil, err, ename. */
@@ -287,13 +318,13 @@ static int pack_numbers(lua_State *L) {
 
 /* core.pool_unpack_numbers(s, pos [, into, at]) -> {n = count, ...}, or
  * with into: the numbers stored in into[at], into[at + 1]... (no table
- * made) and into returned; raises on bytes that are not such a list. */
+ * made) and into returned; nil, "corrupt list of numbers" for bytes that
+ * are not such a list (a reply from a worker: no protected call needed). */
 static int unpack_numbers(lua_State *L) {
     size_t len;
     const unsigned char *s = (const unsigned char *)luaL_checklstring(L, 1, &len);
     lua_Integer pos = luaL_checkinteger(L, 2);
-    if (pos < 1 || (size_t)pos > len + 1 || (len - (size_t)(pos - 1)) % 9)
-        return luaL_error(L, "corrupt list of numbers");
+    if (pos < 1 || (size_t)pos > len + 1 || (len - (size_t)(pos - 1)) % 9) goto corrupt;
     s += pos - 1;
     size_t n = (len - (size_t)(pos - 1)) / 9;
     lua_Integer at = 1;
@@ -316,7 +347,7 @@ static int unpack_numbers(lua_State *L) {
             memcpy(&d, &u, 8);
             lua_pushnumber(L, d);
         } else {
-            return luaL_error(L, "corrupt list of numbers");
+            goto corrupt;
         }
         lua_rawseti(L, -2, at + (lua_Integer)k);
     }
@@ -325,6 +356,10 @@ static int unpack_numbers(lua_State *L) {
         lua_setfield(L, -2, "n");
     }
     return 1;
+corrupt:
+    lua_pushnil(L);
+    lua_pushliteral(L, "corrupt list of numbers");
+    return 2;
 }
 
 /* core.pool_list(n) -> an empty table with room for n items (and n). */
@@ -334,7 +369,52 @@ static int pool_list(lua_State *L) {
     return 1;
 }
 
+/* A worker's claims: an int64 process.Array of n slots; slot (seq - 1) % n
+ * holds seq once the worker started its seq-th task, -seq when the
+ * parent took that task back first.  One compare-exchange decides, so a
+ * task handed ahead is either skipped or run, never both. */
+static int64_t *claim_slot(lua_State *L, int64_t *seq) {
+    void *data;
+    int type;
+    size_t n;
+    if (!luamp_shared_get(L, 1, &data, &type, &n) || type != LUAMP_SHARED_INT64 || n == 0)
+        luaL_argerror(L, 1, "int64 Array expected");
+    lua_Integer s = luaL_checkinteger(L, 2);
+    luaL_argcheck(L, s >= 1, 2, "out of range");
+    *seq = (int64_t)s;
+    return (int64_t *)data + (size_t)((s - 1) % (lua_Integer)n);
+}
+
+/* core.pool_claim(claims, seq) -> true: run it; false: taken back */
+static int pool_claim(lua_State *L) {
+    int64_t seq, *p = claim_slot(L, &seq);
+    int64_t v = __atomic_load_n(p, __ATOMIC_SEQ_CST);
+    lua_pushboolean(L, v != -seq && __atomic_compare_exchange_n(p, &v, seq, 0, __ATOMIC_SEQ_CST,
+                                                                __ATOMIC_SEQ_CST));
+    return 1;
+}
+
+/* core.pool_takeback(claims, seq) -> true: the worker will skip it;
+ * false: it has started it */
+static int pool_takeback(lua_State *L) {
+    int64_t seq, *p = claim_slot(L, &seq);
+    int64_t v = __atomic_load_n(p, __ATOMIC_SEQ_CST);
+    lua_pushboolean(L, v != seq && __atomic_compare_exchange_n(p, &v, -seq, 0, __ATOMIC_SEQ_CST,
+                                                               __ATOMIC_SEQ_CST));
+    return 1;
+}
+
+/* core.pool_started(claims, seq) -> whether the worker started it */
+static int pool_started(lua_State *L) {
+    int64_t seq, *p = claim_slot(L, &seq);
+    lua_pushboolean(L, __atomic_load_n(p, __ATOMIC_SEQ_CST) == seq);
+    return 1;
+}
+
 static const luaL_Reg pool_funcs[] = {
+    {"pool_claim", pool_claim},
+    {"pool_takeback", pool_takeback},
+    {"pool_started", pool_started},
     {"pool_pack_numbers", pack_numbers},
     {"pool_unpack_numbers", unpack_numbers},
     {"pool_list", pool_list},
@@ -343,8 +423,8 @@ static const luaL_Reg pool_funcs[] = {
     {"pool_wait", pool_wait},
     {"pool_ignore_sigint", pool_ignore_sigint},
     {"pool_reader", reader_new},
-    {"pool_send", pool_send},
     {"pool_sendframe", pool_sendframe},
+    {"pool_sendframes", pool_sendframes},
     {"pool_channel", pool_channel},
     {NULL, NULL}};
 
