@@ -28,6 +28,17 @@ static const char exit_token = 0;
 
 LUAMP_API const char *luamp_version(void) { return LUAMP_VERSION; }
 
+LUAMP_API void luamp_openlibs(lua_State *L) {
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+    lua_pushcfunction(L, luaopen_process);
+    lua_setfield(L, -2, "process");
+    lua_pushcfunction(L, luaopen_process_pi);
+    lua_setfield(L, -2, "process.pi");
+    lua_pushcfunction(L, luaopen_process_internal);
+    lua_setfield(L, -2, "process.internal");
+    lua_pop(L, 1);
+}
+
 LUAMP_API void luamp_register_target(lua_State *L, const char *module, const luaL_Reg *funcs) {
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
     if (lua_getfield(L, -1, module) != LUA_TTABLE) {

@@ -546,12 +546,12 @@ end
 
 local ParentProcess = {}
 
-local function parent_sentinel(self)
+local function parent_sentinel(self, soft) -- soft: an OS refusal is returned
   local fd = rawget(self, "sentinel")
   if fd == nil then
-    local err
-    fd, err = core.parent_sentinel()
-    if fd == nil then error(err, 3) end
+    local err, ename
+    fd, err, ename = core.parent_sentinel()
+    if fd == nil then if soft then return nil, err, ename end error(err, 3) end
     rawset(self, "sentinel", fd)
   end
   return fd
@@ -568,7 +568,10 @@ end
 
 function ParentProcess:join(timeout)
   parent_check(self)
-  local ready = core.wait({ parent_sentinel(self) }, opt_timeout(timeout, "join"))
+  local fd, err, ename = parent_sentinel(self, true)
+  local ready
+  if fd then ready, err, ename = core.wait({ fd }, opt_timeout(timeout, "join")) end
+  if not ready then return nil, err, ename end -- OS refusals as Process:join's
   if #ready == 0 then return nil, "timeout" end
   return true
 end
@@ -666,7 +669,6 @@ function make_payload(self)
                  parent_name = state.current._name }
   local ok, pl, err, ename = pcall(core.payload, env, boot)
   if not ok then
-    if type(pl) == "table" then return nil, pl[1], pl[2] end -- the OS refused
     error(user_path(pl), 3)
   end
   return pl, err, ename

@@ -1,6 +1,6 @@
 /*
- * state.c - the one after-fork handler, and this process's pid (see
- * state.h).
+ * state.c - the one after-fork handler, this process's pid and its
+ * identity as a child (see state.h).
  */
 #include "state.h"
 
@@ -9,6 +9,13 @@
 
 static const lmp_fork_hooks *slots[LMP_STATE_SLOTS];
 static pid_t self_pid;
+static lmp_identity identity = {-1, -1, 0, -1, NULL};
+
+lmp_identity *lmp_identity_get(void) { return &identity; }
+
+void lmp_identity_set(int result_w, int parent_r, pid_t parent_pid, void *inherited) {
+    identity = (lmp_identity){result_w, parent_r, parent_pid, -1, inherited};
+}
 
 pid_t lmp_self(void) {
     if (!self_pid) self_pid = getpid();

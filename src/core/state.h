@@ -46,4 +46,25 @@ void lmp_state_on_fork(int slot, const lmp_fork_hooks *h);
  * every forked child before any child hook runs. */
 pid_t lmp_self(void);
 
+/* The child's identity: what this process knows about the luamp process
+ * that created it.  In the root (and in a host's own fork child, which
+ * inherits it unchanged, as it inherits the descriptors) parent_pid is 0.
+ * Set once by whoever makes this process a child (a copies_caller start
+ * returning in the child, a fresh runner's become); read by the binding.
+ * Only the thread that runs Lua touches it: no lock. */
+typedef struct lmp_identity {
+    int result_w;     /* write end of the result channel (-1: none) */
+    int parent_r;     /* fallback parent sentinel (-1: use a pidfd) */
+    pid_t parent_pid; /* the creator (0: this is the root) */
+    int parent_pidfd; /* the creator's sentinel once opened (-1) */
+    void *inherited;  /* fork: the creator's record being filled when it
+                       * forked, kept (reachable, for leak checkers),
+                       * never freed: freeing would only copy pages */
+} lmp_identity;
+
+/* This process's identity (never NULL). */
+lmp_identity *lmp_identity_get(void);
+/* This process became a child of parent_pid (see lmp_identity). */
+void lmp_identity_set(int result_w, int parent_r, pid_t parent_pid, void *inherited);
+
 #endif

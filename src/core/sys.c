@@ -342,7 +342,7 @@ int lmp_poll(struct pollfd *fds, int n, double timeout) {
 static struct {
     const char *op;
     int err, count;
-} faults[] = {{"fork", 0, 0}, {"pipe", 0, 0}, {"pidfd", 0, 0}};
+} faults[] = {{"fork", 0, 0}, {"pipe", 0, 0}, {"pidfd", 0, 0}, {"dup", 0, 0}};
 static int faults_armed; /* keeps the common path to one load */
 
 int lmp_fault_set(const char *op, int err, int count) {

@@ -75,7 +75,8 @@ struct pollfd;
 int lmp_poll(struct pollfd *fds, int n, double timeout);
 
 /* Fault injection for the test suite (SQLite's swappable syscalls, cut
- * down): the next `count` calls of `op` ("fork", "pipe", "pidfd") fail
+ * down): the next `count` calls of `op` ("fork", "pipe", "pidfd", "dup": the payload's
+ * copy of a descriptor it carries) fail
  * with err.  lmp_fault_hit returns -err for an armed op, else 0. */
 int lmp_fault_set(const char *op, int err, int count);
 int lmp_fault_hit(const char *op);

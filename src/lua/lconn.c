@@ -21,7 +21,9 @@
  * packet of any other shape, a memfd that is not a regular file or is
  * beyond MAX_FRAME, raises "corrupt message"; no length is read from the
  * stream, so none can be desynchronised.
- * Uses: lcodec.h, core/sys.h.
+ * Uses: lcodec.h, lbind.h, core/sys.h.
+ * Must never: track its descriptors as private (a fork child inherits a
+ * Pipe), or trust a length or descriptor the peer sends.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -34,10 +36,12 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "lconn.h"
+
 #include "core/sys.h"
 #include "lauxlib.h"
+#include "lbind.h"
 #include "lcodec.h"
-#include "lconn.h"
 
 #define CONN "process.Connection"
 /* A memfd message larger than this is refused by the reader as corrupt. */
@@ -302,31 +306,20 @@ static const luaL_Reg conn_methods[] = {
     {"poll", conn_poll},           {"fileno", conn_fileno},
     {"close", conn_close},         {NULL, NULL}};
 
+static const lmp_class conn_class = {CONN, conn_methods, conn_close, conn_tostring, NULL};
+
 static Conn *newconn(lua_State *L, int readable, int writable) {
-    Conn *c = lua_newuserdatauv(L, sizeof *c, 0);
+    Conn *c = lmp_class_new(L, &conn_class, sizeof *c, 0);
     c->fd = -1;
-    c->inline_max = 0;
-    c->off = 0;
     c->readable = readable;
     c->writable = writable;
     lmp_buf_init(&c->buf);
-    if (luaL_newmetatable(L, CONN)) {
-        luaL_newlib(L, conn_methods);
-        lua_setfield(L, -2, "__index");
-        lua_pushcfunction(L, conn_close);
-        lua_setfield(L, -2, "__gc");
-        lua_pushcfunction(L, conn_close);
-        lua_setfield(L, -2, "__close");
-        lua_pushcfunction(L, conn_tostring);
-        lua_setfield(L, -2, "__tostring");
-    }
-    lua_setmetatable(L, -2);
     return c;
 }
 
 /* process.Pipe([duplex]) -> conn1, conn2 (duplex: both ways; otherwise
  * conn1 only receives and conn2 only sends), or nil, err, ename. */
-int lmp_open_pipe(lua_State *L) {
+static int core_pipe(lua_State *L) {
     int duplex = lua_isnoneornil(L, 1) ? 1 : lua_toboolean(L, 1);
     Conn *a = newconn(L, 1, duplex);
     Conn *b = newconn(L, duplex, 1);
@@ -341,6 +334,10 @@ int lmp_open_pipe(lua_State *L) {
     }
     return 2;
 }
+
+static const luaL_Reg conn_funcs[] = {{"Pipe", core_pipe}, {NULL, NULL}};
+
+void lmp_open_conn(lua_State *L) { luaL_setfuncs(L, conn_funcs, 0); }
 
 int lmp_conn_fds(lua_State *L, int idx, int *fd, int *readable, int *writable) {
     Conn *c = luaL_testudata(L, idx, CONN);

@@ -27,6 +27,7 @@
 #include "core/state.h"
 #include "core/sys.h"
 #include "lauxlib.h"
+#include "lbind.h"
 #include "lcodec.h"
 #include "lconn.h"
 #include "lpool.h"

@@ -19,7 +19,7 @@
 #include "core/child.h"
 
 /* What a fresh runtime needs to become the child (spawn, forkserver): a
- * memfd holding the encoded bootstrap (see src/lua/lspawn.c) and the
+ * memfd holding the encoded bootstrap (see src/lua/lpayload.c) and the
  * descriptors the values in it refer to (Connections, Queues), in order. */
 typedef struct lmp_payload {
     int fd;
