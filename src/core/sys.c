@@ -29,56 +29,29 @@ double lmp_now(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* Errno names: every errno the C library knows (glibc's strerrorname_np
- * covers each one the platform defines); elsewhere, the names the
- * standard and POSIX define, as a table. */
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
-
-const char *lmp_errname(int err) {
-    const char *n = err > 0 && err < LMP_ERRMAX ? strerrorname_np(err) : NULL;
-    return n ? n : "E?";
-}
-
-int lmp_errno(const char *name) {
-    for (int e = 1; e < LMP_ERRMAX; e++) {
-        const char *n = strerrorname_np(e);
-        if (n && strcmp(n, name) == 0) return e;
-    }
-    return 0;
-}
-#else
-#define E(x) {x, #x},
+/* Errno names: the table tools/gen_errnames.sh makes at build time from
+ * the compiler's <errno.h>, so every errno the platform defines is named
+ * whatever the C library (glibc's strerrorname_np, which this matches,
+ * exists only since 2.32; musl has none).  Canonical names first, by
+ * value; then aliases (EWOULDBLOCK...), which only lmp_errno reads. */
+#include "errnames.h"
 static const struct {
     int code;
     const char *name;
-} errnames[] = {
-    E(EPERM) E(ENOENT) E(ESRCH) E(EINTR) E(EIO) E(ENXIO) E(E2BIG) E(ENOEXEC)
-    E(EBADF) E(ECHILD) E(EAGAIN) E(ENOMEM) E(EACCES) E(EFAULT) E(EBUSY)
-    E(EEXIST) E(EXDEV) E(ENODEV) E(ENOTDIR) E(EISDIR) E(EINVAL) E(ENFILE) E(EMFILE)
-    E(ENOTTY) E(ETXTBSY) E(EFBIG) E(ENOSPC) E(ESPIPE) E(EROFS) E(EMLINK) E(EPIPE)
-    E(EDOM) E(ERANGE) E(EDEADLK) E(ENAMETOOLONG) E(ENOLCK) E(ENOSYS) E(ENOTEMPTY)
-    E(ELOOP) E(ENOMSG) E(EIDRM) E(ENOSTR) E(ENODATA) E(ETIME) E(ENOSR) E(ENOLINK)
-    E(EPROTO) E(EBADMSG) E(EOVERFLOW) E(EILSEQ) E(ENOTSOCK) E(EDESTADDRREQ)
-    E(EMSGSIZE) E(EPROTOTYPE) E(ENOPROTOOPT) E(EPROTONOSUPPORT) E(ENOTSUP)
-    E(EAFNOSUPPORT) E(EADDRINUSE) E(EADDRNOTAVAIL) E(ENETDOWN) E(ENETUNREACH)
-    E(ENETRESET) E(ECONNABORTED) E(ECONNRESET) E(ENOBUFS) E(EISCONN) E(ENOTCONN)
-    E(ETIMEDOUT) E(ECONNREFUSED) E(EHOSTUNREACH) E(EALREADY) E(EINPROGRESS)
-    E(ESTALE) E(EDQUOT) E(ECANCELED) E(EOWNERDEAD) E(ENOTRECOVERABLE)
-};
-#undef E
+} errnames[] = {LMP_ERRNAMES};
+#define NERRNAMES (sizeof errnames / sizeof *errnames)
 
 const char *lmp_errname(int err) {
-    for (size_t i = 0; i < sizeof errnames / sizeof *errnames; i++)
+    for (size_t i = 0; i < NERRNAMES; i++)
         if (errnames[i].code == err) return errnames[i].name;
     return "E?";
 }
 
 int lmp_errno(const char *name) {
-    for (size_t i = 0; i < sizeof errnames / sizeof *errnames; i++)
+    for (size_t i = 0; i < NERRNAMES; i++)
         if (strcmp(errnames[i].name, name) == 0) return errnames[i].code;
     return 0;
 }
-#endif
 
 /* ---- standard descriptors ------------------------------------------ */
 

@@ -14,7 +14,9 @@
 /* Monotonic seconds (CLOCK_MONOTONIC); deadlines are computed from it. */
 double lmp_now(void);
 
-/* "EAGAIN" for EAGAIN etc.; "E?" for unknown codes.  err is positive. */
+/* "EAGAIN" for EAGAIN etc., for every errno the platform's <errno.h>
+ * defines (a table generated at build time, tools/gen_errnames.sh); "E?"
+ * for unknown codes.  err is positive. */
 const char *lmp_errname(int err);
 /* The inverse: EAGAIN for "EAGAIN"; 0 for an unknown name. */
 int lmp_errno(const char *name);
