@@ -61,8 +61,7 @@ static int rt_exit(lua_State *L) {
     return lua_error(L);
 }
 
-static int msghandler(lua_State *L) {
-    if (lua_touserdata(L, 1) == &exit_token) return 1;
+LUAMP_API int luamp_msghandler(lua_State *L) {
     const char *msg = lua_tostring(L, 1);
     if (msg == NULL) {
         if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
@@ -70,6 +69,12 @@ static int msghandler(lua_State *L) {
     }
     luaL_traceback(L, L, msg, 1);
     return 1;
+}
+
+/* A runtime's: os.exit's token passes through untouched. */
+static int msghandler(lua_State *L) {
+    if (lua_touserdata(L, 1) == &exit_token) return 1;
+    return luamp_msghandler(L);
 }
 
 static int openrt(lua_State *L) {
