@@ -605,7 +605,7 @@ local function finish(self, ok, ...)
     io.stderr:write(fmt("Process %s:\n%s\n", rawget(self, "_name"), err))
     io.stderr:flush()
     -- kept short enough to go inline: it cannot fail for want of a memfd
-    pcall(core.send_result, "E", err:sub(1, 4096))
+    pcall(core.send_result, "E", err:sub(1, core.ERROR_MAX))
     code = 1
   end
   core.exit(code)
@@ -681,7 +681,7 @@ local function child_failed(msg)
   msg = tostring(msg)
   io.stderr:write(fmt("Process (spawned by %d):\n%s\n", state.parent_pid or 0, msg))
   io.stderr:flush()
-  pcall(core.send_result, "E", msg:sub(1, 4096))
+  pcall(core.send_result, "E", msg:sub(1, core.ERROR_MAX))
   core.exit(1)
 end
 
@@ -896,6 +896,7 @@ pcall(table.unpack, table.pack())
 internal.fault = core.fault
 -- Monotonic seconds, and the codec by itself (benchmarks and tests).
 internal.now = core.now
+internal.WAIT_MAX = core.WAIT_MAX -- objects one wait watches (core/bounds.h)
 internal.encode = core.encode
 internal.decode = core.decode
 -- Whether sentinels are pidfds (false: the pipe fallback is in use).

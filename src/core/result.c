@@ -13,7 +13,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "bounds.h"
 #include "sys.h"
+
+_Static_assert(LMP_ERROR_MAX + 64 <= LMP_RESULT_INLINE, "a child's error message must travel inline");
 
 static int send_all(int fd, const char *p, size_t n) {
     while (n > 0) {

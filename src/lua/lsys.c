@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "codec/codec.h"
+#include "core/bounds.h"
 #include "core/state.h"
 #include "core/sys.h"
 #include "lauxlib.h"
@@ -172,4 +173,9 @@ void lmp_open_sys(lua_State *L) {
     lua_setfield(L, -2, "SIGKILL");
     lua_pushinteger(L, SIGINT);
     lua_setfield(L, -2, "SIGINT");
+    /* the limits Lua shares with C (core/bounds.h) */
+    lua_pushinteger(L, LMP_WAIT_MAX);
+    lua_setfield(L, -2, "WAIT_MAX");
+    lua_pushinteger(L, LMP_ERROR_MAX);
+    lua_setfield(L, -2, "ERROR_MAX");
 }

@@ -8,8 +8,9 @@
 
 #include "lua.h"
 
-/* [-0, +0, e]  Add them (and the constants SIGTERM, SIGKILL, SIGINT) to
- * the core table on top. */
+/* [-0, +0, e]  Add them, the constants SIGTERM, SIGKILL, SIGINT and the
+ * limits Lua shares with C (WAIT_MAX, ERROR_MAX: core/bounds.h) to the
+ * core table on top. */
 void lmp_open_sys(lua_State *L);
 
 #endif
