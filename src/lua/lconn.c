@@ -38,6 +38,7 @@
 
 #include "lconn.h"
 
+#include "core/fdpass.h"
 #include "core/sys.h"
 #include "lauxlib.h"
 #include "lbind.h"
@@ -104,29 +105,11 @@ static int memfd_of(const char *p, size_t n) {
 static int send_frame(lua_State *L, Conn *c, const char *p, size_t n, const char *op) {
     char tag = n <= c->inline_max ? 'I' : 'M';
     struct iovec iov[2] = {{&tag, 1}, {(void *)p, n}};
-    struct msghdr m = {.msg_iov = iov, .msg_iovlen = tag == 'I' ? 2 : 1};
-    union {
-        struct cmsghdr h;
-        char space[CMSG_SPACE(sizeof(int))];
-    } u;
     int mfd = -1;
-    if (tag == 'M') {
-        if ((mfd = memfd_of(p, n)) < 0) return lmp_pushoserror(L, op, errno);
-        memset(&u, 0, sizeof u);
-        m.msg_control = u.space;
-        m.msg_controllen = sizeof u.space;
-        struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
-        cm->cmsg_level = SOL_SOCKET;
-        cm->cmsg_type = SCM_RIGHTS;
-        cm->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(cm), &mfd, sizeof(int));
-    }
-    ssize_t w;
-    do w = sendmsg(c->fd, &m, MSG_NOSIGNAL);
-    while (w < 0 && errno == EINTR);
-    int e = errno;
+    if (tag == 'M' && (mfd = memfd_of(p, n)) < 0) return lmp_pushoserror(L, op, errno);
+    ssize_t w = lmp_sendfds(c->fd, iov, tag == 'I' ? 2 : 1, &mfd, mfd >= 0 ? 1 : 0, 0);
     if (mfd >= 0) close(mfd);
-    if (w < 0) return lmp_pushoserror(L, op, e);
+    if (w < 0) return lmp_pushoserror(L, op, (int)-w);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -168,31 +151,14 @@ static int recv_frame(lua_State *L, Conn *c) {
     if (r < 0) return -errno;
     if (r == 0) return 0;
     int released = tag == 'M' ? lmp_fd_reserve_release() : 0;
-    union {
-        struct cmsghdr h;
-        char space[CMSG_SPACE(sizeof(int) * MAXFDS)];
-    } u;
     struct iovec iov = {c->buf.data, INLINE_MAX + 1};
-    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.space,
-                       .msg_controllen = sizeof u.space};
+    int fds[MAXFDS], nfds, mflags;
     /* not blocking while the slot is free: another reader may have taken
      * the packet we peeked at; then peek again */
-    do r = recvmsg(c->fd, &m, MSG_CMSG_CLOEXEC | (released ? MSG_DONTWAIT : 0));
-    while (r < 0 && errno == EINTR);
-    int e = errno;
-    int fds[MAXFDS], nfds = 0;
-    for (struct cmsghdr *cm = r >= 0 ? CMSG_FIRSTHDR(&m) : NULL; cm; cm = CMSG_NXTHDR(&m, cm)) {
-        if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
-        size_t k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        for (size_t i = 0; i < k; i++) {
-            int fd;
-            memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof fd);
-            if (nfds < MAXFDS) fds[nfds++] = fd;
-            else close(fd);
-        }
-    }
+    r = lmp_recvfds(c->fd, &iov, 1, fds, MAXFDS, &nfds, released ? MSG_DONTWAIT : 0, &mflags);
+    int e = r < 0 ? (int)-r : 0;
     int mfd = -1;
-    if (r == 1 && nfds == 1 && c->buf.data[0] == 'M' && !(m.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
+    if (r == 1 && nfds == 1 && c->buf.data[0] == 'M' && !(mflags & (MSG_TRUNC | MSG_CTRUNC))) {
         mfd = fds[0];
         nfds = 0;
     }
@@ -204,8 +170,8 @@ static int recv_frame(lua_State *L, Conn *c) {
     if (r < 0) return -e;
     if (r == 0) return 0;
     if (mfd >= 0) return 1;
-    if (m.msg_flags & MSG_CTRUNC) return -EMFILE; /* no slot: the memfd was dropped */
-    if (c->buf.data[0] != 'I' || nfds > 0 || (m.msg_flags & MSG_TRUNC))
+    if (mflags & MSG_CTRUNC) return -EMFILE; /* no slot: the memfd was dropped */
+    if (c->buf.data[0] != 'I' || nfds > 0 || (mflags & MSG_TRUNC))
         luaL_error(L, "corrupt message (a packet of %d bytes, tag 0x%02x)", (int)r,
                    (unsigned char)c->buf.data[0]);
     c->buf.len = (size_t)r;
