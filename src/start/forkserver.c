@@ -349,9 +349,7 @@ static int fs_start(lmp_reg *r, lmp_child *c, const lmp_start_opts *o, lmp_child
         if (fs.self_fd < 0 && (fs.self_fd = lmp_pidfd_open(getpid())) >= 0) lmp_fd_track(fs.self_fd);
         parent_fd = fs.self_fd;
         if (parent_fd < 0) err = parent_fd;
-    } else if (pipe2(par, O_CLOEXEC) < 0 || lmp_fd_hi2(par) < 0) {
-        err = -errno;
-    } else {
+    } else if ((err = lmp_channels_pipe(par)) == 0) {
         parent_fd = par[0];
     }
     pid_t pid = 0;
@@ -366,11 +364,7 @@ static int fs_start(lmp_reg *r, lmp_child *c, const lmp_start_opts *o, lmp_child
         /* status: a socket, so that the exit code can be peeked at and
          * stays there: the sentinel remains readable after the reap, as a
          * pidfd does */
-        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, res) < 0 || lmp_fd_hi2(res) < 0 ||
-            socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, status) < 0 || lmp_fd_hi2(status) < 0) {
-            err = -errno;
-            break;
-        }
+        if ((err = lmp_channels_socket(res)) < 0 || (err = lmp_channels_socket(status)) < 0) break;
         if (!mine() && (err = start_server_locked()) < 0) break;
         int fds[LMP_FS_FIXED + LMP_PAYLOAD_MAXFDS];
         fds[0] = pl->fd, fds[1] = res[1], fds[2] = status[1], fds[3] = parent_fd;
@@ -404,20 +398,8 @@ static int fs_start(lmp_reg *r, lmp_child *c, const lmp_start_opts *o, lmp_child
         return err;
     }
     fcntl(res[0], F_SETFL, O_NONBLOCK);
-    c->pid = pid;
-    c->sentinel = status[0];
-    c->ops = &served_ops;
-    c->pidfd = pidfd;
-    c->is_pidfd = 0;
-    c->result_fd = res[0];
-    c->parent_w = par[1];
-    c->daemon = o->daemon ? 1 : 0;
-    c->ended = 0;
-    lmp_fd_track(status[0]);
-    lmp_fd_track(res[0]);
-    lmp_fd_track(par[1]);
-    lmp_fd_track(pidfd);
-    lmp_child_link(r, c);
+    lmp_attach a = {pid, &served_ops, status[0], 0, pidfd, res[0], par[1], o->daemon};
+    lmp_channels_attach(r, c, &a);
     return 0;
 }
 
