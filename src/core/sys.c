@@ -1,10 +1,7 @@
 /*
  * sys.c - system call wrappers (see sys.h).
  *
- * The tracked-descriptor set is process-global (every lua_State of a host
- * shares it) and guarded by a mutex; after fork only the forking thread
- * exists, so the child may walk it without the lock being usable: it uses
- * the copy it inherited and never locks.
+ * The tracked-descriptor set is process-wide state: core/state.c owns it.
  */
 #include "sys.h"
 #include "bounds.h"
@@ -96,22 +93,15 @@ int lmp_fd_hi2(int fds[2]) {
  * reserve.  The lock is reset in every forked child (below). */
 static pthread_mutex_t reserve_lock = PTHREAD_MUTEX_INITIALIZER;
 static int reserve_fd = -1, reserve_last = -1;
-static pthread_mutex_t fd_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* Around every fork, luamp's or a host's own (state.h): the forking
- * thread takes both locks, so the child inherits them free and the
- * tracked set and the reserve whole.  Registered when the library is
- * loaded. */
-static void fd_atfork_prepare(void) { pthread_mutex_lock(&fd_lock); }
-static void fd_atfork_parent(void) { pthread_mutex_unlock(&fd_lock); }
-static void fd_atfork_child(void) { fd_lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER; }
+ * thread takes the lock, so the child inherits it free and the reserve
+ * whole.  Registered when the library is loaded. */
 static void reserve_atfork_prepare(void) { pthread_mutex_lock(&reserve_lock); }
 static void reserve_atfork_parent(void) { pthread_mutex_unlock(&reserve_lock); }
 static void reserve_atfork_child(void) { reserve_lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER; }
 __attribute__((constructor)) static void sys_install_atfork(void) {
-    static const lmp_fork_hooks fds = {fd_atfork_prepare, fd_atfork_parent, fd_atfork_child};
     static const lmp_fork_hooks reserve = {reserve_atfork_prepare, reserve_atfork_parent, reserve_atfork_child};
-    lmp_state_on_fork(LMP_STATE_FDS, &fds);
     lmp_state_on_fork(LMP_STATE_RESERVE, &reserve);
 }
 
@@ -153,82 +143,6 @@ void lmp_fd_reserve_retake(void) {
     }
     reserve_fd = fd < 0 ? -1 : fd;
     pthread_mutex_unlock(&reserve_lock);
-}
-
-/* ---- tracked descriptors ------------------------------------------- */
-
-static size_t fd_set_n, fd_set_cap = 16;
-/* The first few live in the library's data page, which a forked child
- * writes anyway: tracking its own channels then copies no heap page.
- * fd_lock is defined with the atfork handlers above. */
-static int fd_set_small[16];
-static int *fd_set_v = fd_set_small;
-
-void lmp_fd_track(int fd) {
-    if (fd < 0) return;
-    pthread_mutex_lock(&fd_lock);
-    if (fd_set_n == fd_set_cap) {
-        size_t cap = fd_set_cap * 2;
-        int *v = fd_set_v == fd_set_small ? malloc(cap * sizeof *v) : realloc(fd_set_v, cap * sizeof *v);
-        if (!v) { /* untracked: only costs hygiene in a later child */
-            pthread_mutex_unlock(&fd_lock);
-            return;
-        }
-        if (fd_set_v == fd_set_small) memcpy(v, fd_set_small, sizeof fd_set_small);
-        fd_set_v = v;
-        fd_set_cap = cap;
-    }
-    /* kept sorted, so that a child closes runs of them with close_range */
-    size_t i = fd_set_n;
-    while (i > 0 && fd_set_v[i - 1] > fd) i--;
-    if (i > 0 && fd_set_v[i - 1] == fd) { /* already tracked */
-        pthread_mutex_unlock(&fd_lock);
-        return;
-    }
-    for (size_t j = fd_set_n; j > i; j--) fd_set_v[j] = fd_set_v[j - 1]; /* no libc call */
-    fd_set_v[i] = fd;
-    fd_set_n++;
-    pthread_mutex_unlock(&fd_lock);
-}
-
-void lmp_fd_untrack(int fd) {
-    pthread_mutex_lock(&fd_lock);
-    for (size_t i = fd_set_n; i-- > 0;)
-        if (fd_set_v[i] == fd) {
-            memmove(fd_set_v + i, fd_set_v + i + 1, (--fd_set_n - i) * sizeof *fd_set_v);
-            break;
-        }
-    pthread_mutex_unlock(&fd_lock);
-}
-
-void lmp_fd_close(int fd) {
-    if (fd < 0) return;
-    lmp_fd_untrack(fd);
-    close(fd);
-}
-
-void lmp_fd_close_tracked(int keep) {
-    /* Child side of fork: single-threaded now, the lock may be stale.
-     * Re-initialised by assignment, not pthread_mutex_init: no call into
-     * another page of libc text on the child's way to its target. */
-    size_t kept = 0;
-    for (size_t i = 0; i < fd_set_n;) {
-        int lo = fd_set_v[i];
-        if (lo == keep) {
-            fd_set_v[kept++] = keep;
-            i++;
-            continue;
-        }
-        /* a run of consecutive tracked numbers: all ours, one call */
-        size_t j = i + 1;
-        while (j < fd_set_n && fd_set_v[j] == fd_set_v[j - 1] + 1 && fd_set_v[j] != keep) j++;
-        int hi = fd_set_v[j - 1];
-        if (hi == lo || syscall(SYS_close_range, (unsigned)lo, (unsigned)hi, 0u) < 0)
-            for (int fd = lo; fd <= hi; fd++) close(fd);
-        i = j;
-    }
-    fd_set_n = kept;
-    fd_lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
 }
 
 /* ---- pidfd --------------------------------------------------------- */

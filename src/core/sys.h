@@ -21,16 +21,9 @@ const char *lmp_errname(int err);
 /* The inverse: EAGAIN for "EAGAIN"; 0 for an unknown name. */
 int lmp_errno(const char *name);
 
-/* Private descriptors: luamp's own sentinels, pidfds and result channels.
- * Every one is O_CLOEXEC and registered here so that a forked child can
- * close all of them (a sibling's sentinel must never stay open by accident)
- * while keeping the user's own descriptors, as fork promises. */
-void lmp_fd_track(int fd);
-void lmp_fd_untrack(int fd);
-/* Untrack and close; retries nothing (close must not be retried on EINTR). */
-void lmp_fd_close(int fd);
-/* In a freshly forked child: close every tracked descriptor but `keep`. */
-void lmp_fd_close_tracked(int keep);
+/* Private descriptors (lmp_fd_track...): process-wide state, declared in
+ * state.h (included here: every user of the wrappers uses those too). */
+#include "state.h"
 
 /* Descriptors 0-2 belong to stdio: luamp never lets a private descriptor
  * land there (output written to a closed stdout would corrupt it).
