@@ -58,12 +58,18 @@ done
 # (the owner of a declared name is the file that defines it)
 : >"$tmp/owners"
 for h in "$dir"/*.h; do
+  x=$(basename "$h" .h)
   for name in $(declared "$h"); do
+    if [ -f "$dir/$x.c" ] && defines "$name" "$dir/$x.c"; then
+      echo "$name $x" >>"$tmp/owners"
+      continue
+    fi
     for o in "$dir"/*.c; do
       defines "$name" "$o" && echo "$name $(basename "$o" .c)" >>"$tmp/owners"
     done
   done
 done
+cut -d' ' -f1 "$tmp/owners" >"$tmp/names"
 for f in "$dir"/*.[ch]; do
   x=$(basename "$f"); x=${x%.*}
   echo "$x $x" >>"$tmp/edges"
@@ -74,10 +80,9 @@ for f in "$dir"/*.[ch]; do
 done
 for f in "$dir"/*.c; do
   x=$(basename "$f" .c)
-  while read -r name owner; do
-    [ "$owner" = "$x" ] && continue
-    grep -qw "$name" "$f" && echo "$x $owner" >>"$tmp/edges"
-  done <"$tmp/owners"
+  grep -owF -f "$tmp/names" "$f" | sort -u | while read -r name; do
+    awk -v n="$name" -v x="$x" '$1 == n && $2 != x { print x, $2 }' "$tmp/owners"
+  done >>"$tmp/edges"
 done
 n=$((n + 1))
 if tsort "$tmp/edges" >/dev/null 2>"$tmp/loop" && [ ! -s "$tmp/loop" ]; then
