@@ -28,6 +28,17 @@ static const char exit_token = 0;
 
 LUAMP_API const char *luamp_version(void) { return LUAMP_VERSION; }
 
+LUAMP_API void luamp_openlibs(lua_State *L) {
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+    lua_pushcfunction(L, luaopen_process);
+    lua_setfield(L, -2, "process");
+    lua_pushcfunction(L, luaopen_process_pi);
+    lua_setfield(L, -2, "process.pi");
+    lua_pushcfunction(L, luaopen_process_internal);
+    lua_setfield(L, -2, "process.internal");
+    lua_pop(L, 1);
+}
+
 LUAMP_API void luamp_register_target(lua_State *L, const char *module, const luaL_Reg *funcs) {
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
     if (lua_getfield(L, -1, module) != LUA_TTABLE) {
@@ -50,8 +61,7 @@ static int rt_exit(lua_State *L) {
     return lua_error(L);
 }
 
-static int msghandler(lua_State *L) {
-    if (lua_touserdata(L, 1) == &exit_token) return 1;
+LUAMP_API int luamp_msghandler(lua_State *L) {
     const char *msg = lua_tostring(L, 1);
     if (msg == NULL) {
         if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
@@ -59,6 +69,12 @@ static int msghandler(lua_State *L) {
     }
     luaL_traceback(L, L, msg, 1);
     return 1;
+}
+
+/* A runtime's: os.exit's token passes through untouched. */
+static int msghandler(lua_State *L) {
+    if (lua_touserdata(L, 1) == &exit_token) return 1;
+    return luamp_msghandler(L);
 }
 
 static int openrt(lua_State *L) {

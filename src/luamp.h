@@ -104,6 +104,12 @@ LUAMP_API int luaopen_process_internal(lua_State *L);
  * package library (luaL_openlibs). */
 LUAMP_API void luamp_openlibs(lua_State *L);
 
+/* [-1, +1, m]  The message handler luamp's runner and runtimes use, for
+ * a host's own lua_pcall: the error message with a traceback; an error
+ * object that is not a string shown by its __tostring, or as "(error
+ * object is a X value)", as lua.c shows it. */
+LUAMP_API int luamp_msghandler(lua_State *L);
+
 /* [-0, +0, e]  Make the C functions in funcs (a NULL-terminated luaL_Reg
  * array, as for luaL_setfuncs) available as package.loaded[module].name,
  * creating that table or adding to it.  Scripts then reach them with

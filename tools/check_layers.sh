@@ -11,7 +11,8 @@ n=0 failed=0
 for f in "$src"/src/core/*.[ch] "$src"/src/start/*.[ch] "$src"/src/kernels/*.[ch]; do
   n=$((n + 1))
   rel=${f#"$src"/}
-  if deps=$("$cc" -std=c11 -D_GNU_SOURCE -I"$src/src" -M -x c "$f" 2>&1) &&
+  # ${BUILD_INC}: where generated headers (errnames.h) are, if any
+  if deps=$("$cc" -std=c11 -D_GNU_SOURCE -I"$src/src" ${BUILD_INC:+-I"$BUILD_INC"} -M -x c "$f" 2>&1) &&
      ! printf '%s\n' "$deps" | tr ' ' '\n' | grep -Eq '(^|/)(lua|lauxlib|lualib|luaconf|luamp)\.h$|(^|/)src/(lua|codec)/'; then
     echo "ok $n - $rel includes no Lua header"
   else

@@ -90,12 +90,12 @@ end
 
 local ParentProcess = {}
 
-local function parent_sentinel(self)
+local function parent_sentinel(self, soft) -- soft: an OS refusal is returned
   local fd = rawget(self, "sentinel")
   if fd == nil then
-    local err
-    fd, err = core.parent_sentinel()
-    if fd == nil then error(err, 3) end
+    local err, ename
+    fd, err, ename = core.parent_sentinel()
+    if fd == nil then if soft then return nil, err, ename end error(err, 3) end
     rawset(self, "sentinel", fd)
   end
   return fd
@@ -112,7 +112,10 @@ end
 
 function ParentProcess:join(timeout)
   parent_check(self)
-  local ready = core.wait({ parent_sentinel(self) }, opt_timeout(timeout, "join"))
+  local fd, err, ename = parent_sentinel(self, true)
+  local ready
+  if fd then ready, err, ename = core.wait({ fd }, opt_timeout(timeout, "join")) end
+  if not ready then return nil, err, ename end -- OS refusals as Process:join's
   if #ready == 0 then return nil, "timeout" end
   return true
 end
@@ -157,7 +160,7 @@ local function finish(self, ok, ...)
     io.stderr:write(fmt("Process %s:\n%s\n", rawget(self, "_name"), err))
     io.stderr:flush()
     -- kept short enough to go inline: it cannot fail for want of a memfd
-    pcall(core.send_result, "E", err:sub(1, 4096))
+    pcall(core.send_result, "E", err:sub(1, core.ERROR_MAX))
     code = 1
   end
   core.exit(code)
@@ -189,7 +192,7 @@ function C.fail(msg)
   msg = tostring(msg)
   io.stderr:write(fmt("Process (spawned by %d):\n%s\n", state.parent_pid or 0, msg))
   io.stderr:flush()
-  pcall(core.send_result, "E", msg:sub(1, 4096))
+  pcall(core.send_result, "E", msg:sub(1, core.ERROR_MAX))
   core.exit(1)
 end
 

@@ -23,6 +23,8 @@ return {
   fault = core.fault,
   -- Monotonic seconds, and the codec by itself (benchmarks and tests).
   now = core.now,
+  -- How many objects one wait watches (core/bounds.h LMP_WAIT_MAX).
+  WAIT_MAX = core.WAIT_MAX,
   encode = core.encode,
   decode = core.decode,
   -- Whether sentinels are pidfds (false: the pipe fallback is in use).

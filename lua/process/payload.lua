@@ -10,7 +10,7 @@
 local core = ...
 local state = require "process.state"
 
-local error, type, pcall, tostring = error, type, pcall, tostring
+local error, pcall, tostring = error, pcall, tostring
 
 local PL = {}
 
@@ -49,7 +49,6 @@ function PL.make(self, root)
                  parent_name = state.current._name }
   local ok, pl, err, ename = pcall(core.payload, env, boot)
   if not ok then
-    if type(pl) == "table" then return nil, pl[1], pl[2] end -- the OS refused
     error(user_path(pl), 3)
   end
   return pl, err, ename

@@ -82,7 +82,7 @@ local function parallel_mpi(kernel, terms, procs)
   if servers < 1 then
     error("pi.parallel: mpi = true needs serving ranks (mpiexec -n N, N >= 2, -l process.mpi)", 3)
   end
-  procs = check_count(procs or servers, "processes", math.min(terms, 4096))
+  procs = check_count(procs or servers, "processes", math.min(terms, internal.WAIT_MAX))
   local t0 = internal.now()
   local pool <close> = mpi.Pool{processes = math.min(procs, servers)}
   local children, results = split(terms, procs), {}
@@ -110,7 +110,7 @@ function pi.parallel(opts)
     error("bad argument #1 to 'parallel' (table expected, got " .. type(opts) .. ")", 2)
   end
   local terms = check_count(opts.terms, "terms", MAX)
-  local procs = check_count(opts.processes or 1, "processes", math.min(terms, 4096))
+  local procs = check_count(opts.processes or 1, "processes", math.min(terms, internal.WAIT_MAX))
   local kernel = opts.kernel or "leibniz"
   if type(kernel) == "string" then
     kernel = kernels[kernel] or error(fmt("bad argument #1 to 'parallel' (unknown kernel '%s')", kernel), 2)

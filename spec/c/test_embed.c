@@ -263,6 +263,23 @@ int main(void) {
     ok(strcmp(luamp_errname(-ENOTRECOVERABLE), "ENOTRECOVERABLE") == 0 &&
            strcmp(luamp_errname(-EHOSTUNREACH), "EHOSTUNREACH") == 0,
        "every errno named (ENOTRECOVERABLE, EHOSTUNREACH)");
+    { /* the one message handler (the runner's and the runtimes') */
+        lua_State *H = luaL_newstate();
+        luaL_openlibs(H);
+        lua_pushcfunction(H, luamp_msghandler);
+        luaL_loadstring(H, "error('boom')");
+        const char *m = lua_pcall(H, 0, 0, 1) == LUA_ERRRUN ? lua_tostring(H, -1) : NULL;
+        ok(m && strstr(m, "boom") && strstr(m, "stack traceback:"), "luamp_msghandler: message and traceback");
+        lua_settop(H, 1);
+        luaL_loadstring(H, "error(setmetatable({}, {__tostring = function() return 'mine' end}))");
+        m = lua_pcall(H, 0, 0, 1) == LUA_ERRRUN ? lua_tostring(H, -1) : NULL;
+        ok(m && strcmp(m, "mine") == 0, "luamp_msghandler: an error object's __tostring");
+        lua_settop(H, 1);
+        luaL_loadstring(H, "error({})");
+        m = lua_pcall(H, 0, 0, 1) == LUA_ERRRUN ? lua_tostring(H, -1) : NULL;
+        ok(m && strncmp(m, "(error object is a table value)", 31) == 0, "luamp_msghandler: other error objects, as lua.c");
+        lua_close(H);
+    }
     threaded_host();
     printf("# host SIGCHLD handler ran %d times (for its own and luamp's children: no harm)\n", (int)host_sigchld);
     return tap_done();

@@ -2,7 +2,9 @@
  * bounds.h - the limits and codes every layer shares, each defined once.
  *
  * Provides: how many descriptors cross to a child and in what budget, the
- * exit code of a child whose status was lost, the largest errno value.
+ * exit code of a child whose status was lost, how many objects a wait
+ * watches, how long a child's error message may be, the largest errno
+ * value.
  * Everything else derives from these (start methods, the forkserver's
  * protocol, the payload); nothing repeats them as literals.
  * Uses: nothing.  Must never: include lua.h.
@@ -26,6 +28,15 @@
 /* The exit code reported for a child whose status cannot be known
  * (reaped by someone else, or its forkserver died). */
 #define LMP_STATUS_LOST 255
+
+/* Objects one wait may watch (core.wait, the pool's wait; and so the
+ * processes pi.parallel runs at once).  Lua reads it as core.WAIT_MAX. */
+#define LMP_WAIT_MAX 4096
+
+/* Bytes of a child's error message it sends its parent: short enough to
+ * travel inline on the result channel, so that sending it cannot fail for
+ * want of a memfd.  Lua reads it as core.ERROR_MAX. */
+#define LMP_ERROR_MAX 4096
 
 /* errno values are below this on Linux: anything a peer reports as an
  * errno outside 1..LMP_ERRMAX-1 is garbage. */

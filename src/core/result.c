@@ -13,7 +13,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "bounds.h"
+#include "fdpass.h"
 #include "sys.h"
+
+_Static_assert(LMP_ERROR_MAX + 64 <= LMP_RESULT_INLINE, "a child's error message must travel inline");
 
 static int send_all(int fd, const char *p, size_t n) {
     while (n > 0) {
@@ -43,24 +47,9 @@ static int send_memfd(int fd, const char *p, size_t n) {
     }
     char tag = 'M';
     struct iovec iov = {&tag, 1};
-    union {
-        struct cmsghdr h;
-        char space[CMSG_SPACE(sizeof(int))];
-    } u;
-    memset(&u, 0, sizeof u);
-    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.space,
-                       .msg_controllen = sizeof u.space};
-    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(c), &mfd, sizeof(int));
-    ssize_t w;
-    do w = sendmsg(fd, &m, MSG_NOSIGNAL);
-    while (w < 0 && errno == EINTR);
-    int rc = w < 0 ? -errno : 0;
+    ssize_t w = lmp_sendfds(fd, &iov, 1, &mfd, 1, 0);
     close(mfd);
-    return rc;
+    return w < 0 ? (int)w : 0;
 }
 
 int lmp_result_send(int fd, const void *p, size_t n) {
@@ -95,24 +84,18 @@ static int collect(int fd, lmp_buf *out) {
     int first = 1, mode = 0;
     for (;;) {
         char chunk[16384];
-        union {
-            struct cmsghdr h;
-            char space[CMSG_SPACE(sizeof(int))];
-        } u;
         struct iovec iov = {chunk, first ? 1 : sizeof chunk}; /* the tag alone first */
-        struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.space,
-                           .msg_controllen = sizeof u.space};
-        ssize_t r = recvmsg(fd, &m, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
-        if (r < 0 && errno == EINTR) continue;
-
-        if (r < 0 && errno == EAGAIN) return 0; /* the writer is gone but a copy of its end lives on */
-        if (r < 0) return -errno;
-        if (r == 0) return mode == 0 && !first ? -EPROTO : 0; /* 'M' without its memfd */
-        if (m.msg_flags & MSG_CTRUNC) return -EMFILE; /* no slot: the kernel dropped the memfd */
-        for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
-            if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-            int mfd;
-            memcpy(&mfd, CMSG_DATA(c), sizeof mfd);
+        int mfds[1], nfds, mflags;
+        ssize_t r = lmp_recvfds(fd, &iov, 1, mfds, 1, &nfds, MSG_DONTWAIT, &mflags);
+        if (r == -EAGAIN) return 0; /* the writer is gone but a copy of its end lives on */
+        if (r < 0) return (int)r;
+        if (r == 0 || (mflags & MSG_CTRUNC)) {
+            if (nfds) close(mfds[0]);
+            if (r == 0) return mode == 0 && !first ? -EPROTO : 0; /* 'M' without its memfd */
+            return -EMFILE; /* no slot: the kernel dropped the memfd */
+        }
+        for (int i = 0; i < nfds; i++) {
+            int mfd = mfds[i];
             int rc = mode == 'M' || chunk[0] != 'M' ? -EPROTO : read_memfd(mfd, out);
             close(mfd);
             if (rc) return rc;

@@ -1,10 +1,7 @@
 /*
  * sys.c - system call wrappers (see sys.h).
  *
- * The tracked-descriptor set is process-global (every lua_State of a host
- * shares it) and guarded by a mutex; after fork only the forking thread
- * exists, so the child may walk it without the lock being usable: it uses
- * the copy it inherited and never locks.
+ * The tracked-descriptor set is process-wide state: core/state.c owns it.
  */
 #include "sys.h"
 #include "bounds.h"
@@ -29,56 +26,29 @@ double lmp_now(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* Errno names: every errno the C library knows (glibc's strerrorname_np
- * covers each one the platform defines); elsewhere, the names the
- * standard and POSIX define, as a table. */
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
-
-const char *lmp_errname(int err) {
-    const char *n = err > 0 && err < LMP_ERRMAX ? strerrorname_np(err) : NULL;
-    return n ? n : "E?";
-}
-
-int lmp_errno(const char *name) {
-    for (int e = 1; e < LMP_ERRMAX; e++) {
-        const char *n = strerrorname_np(e);
-        if (n && strcmp(n, name) == 0) return e;
-    }
-    return 0;
-}
-#else
-#define E(x) {x, #x},
+/* Errno names: the table tools/gen_errnames.sh makes at build time from
+ * the compiler's <errno.h>, so every errno the platform defines is named
+ * whatever the C library (glibc's strerrorname_np, which this matches,
+ * exists only since 2.32; musl has none).  Canonical names first, by
+ * value; then aliases (EWOULDBLOCK...), which only lmp_errno reads. */
+#include "errnames.h"
 static const struct {
     int code;
     const char *name;
-} errnames[] = {
-    E(EPERM) E(ENOENT) E(ESRCH) E(EINTR) E(EIO) E(ENXIO) E(E2BIG) E(ENOEXEC)
-    E(EBADF) E(ECHILD) E(EAGAIN) E(ENOMEM) E(EACCES) E(EFAULT) E(EBUSY)
-    E(EEXIST) E(EXDEV) E(ENODEV) E(ENOTDIR) E(EISDIR) E(EINVAL) E(ENFILE) E(EMFILE)
-    E(ENOTTY) E(ETXTBSY) E(EFBIG) E(ENOSPC) E(ESPIPE) E(EROFS) E(EMLINK) E(EPIPE)
-    E(EDOM) E(ERANGE) E(EDEADLK) E(ENAMETOOLONG) E(ENOLCK) E(ENOSYS) E(ENOTEMPTY)
-    E(ELOOP) E(ENOMSG) E(EIDRM) E(ENOSTR) E(ENODATA) E(ETIME) E(ENOSR) E(ENOLINK)
-    E(EPROTO) E(EBADMSG) E(EOVERFLOW) E(EILSEQ) E(ENOTSOCK) E(EDESTADDRREQ)
-    E(EMSGSIZE) E(EPROTOTYPE) E(ENOPROTOOPT) E(EPROTONOSUPPORT) E(ENOTSUP)
-    E(EAFNOSUPPORT) E(EADDRINUSE) E(EADDRNOTAVAIL) E(ENETDOWN) E(ENETUNREACH)
-    E(ENETRESET) E(ECONNABORTED) E(ECONNRESET) E(ENOBUFS) E(EISCONN) E(ENOTCONN)
-    E(ETIMEDOUT) E(ECONNREFUSED) E(EHOSTUNREACH) E(EALREADY) E(EINPROGRESS)
-    E(ESTALE) E(EDQUOT) E(ECANCELED) E(EOWNERDEAD) E(ENOTRECOVERABLE)
-};
-#undef E
+} errnames[] = {LMP_ERRNAMES};
+#define NERRNAMES (sizeof errnames / sizeof *errnames)
 
 const char *lmp_errname(int err) {
-    for (size_t i = 0; i < sizeof errnames / sizeof *errnames; i++)
+    for (size_t i = 0; i < NERRNAMES; i++)
         if (errnames[i].code == err) return errnames[i].name;
     return "E?";
 }
 
 int lmp_errno(const char *name) {
-    for (size_t i = 0; i < sizeof errnames / sizeof *errnames; i++)
+    for (size_t i = 0; i < NERRNAMES; i++)
         if (strcmp(errnames[i].name, name) == 0) return errnames[i].code;
     return 0;
 }
-#endif
 
 /* ---- standard descriptors ------------------------------------------ */
 
@@ -123,22 +93,15 @@ int lmp_fd_hi2(int fds[2]) {
  * reserve.  The lock is reset in every forked child (below). */
 static pthread_mutex_t reserve_lock = PTHREAD_MUTEX_INITIALIZER;
 static int reserve_fd = -1, reserve_last = -1;
-static pthread_mutex_t fd_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* Around every fork, luamp's or a host's own (state.h): the forking
- * thread takes both locks, so the child inherits them free and the
- * tracked set and the reserve whole.  Registered when the library is
- * loaded. */
-static void fd_atfork_prepare(void) { pthread_mutex_lock(&fd_lock); }
-static void fd_atfork_parent(void) { pthread_mutex_unlock(&fd_lock); }
-static void fd_atfork_child(void) { fd_lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER; }
+ * thread takes the lock, so the child inherits it free and the reserve
+ * whole.  Registered when the library is loaded. */
 static void reserve_atfork_prepare(void) { pthread_mutex_lock(&reserve_lock); }
 static void reserve_atfork_parent(void) { pthread_mutex_unlock(&reserve_lock); }
 static void reserve_atfork_child(void) { reserve_lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER; }
 __attribute__((constructor)) static void sys_install_atfork(void) {
-    static const lmp_fork_hooks fds = {fd_atfork_prepare, fd_atfork_parent, fd_atfork_child};
     static const lmp_fork_hooks reserve = {reserve_atfork_prepare, reserve_atfork_parent, reserve_atfork_child};
-    lmp_state_on_fork(LMP_STATE_FDS, &fds);
     lmp_state_on_fork(LMP_STATE_RESERVE, &reserve);
 }
 
@@ -180,82 +143,6 @@ void lmp_fd_reserve_retake(void) {
     }
     reserve_fd = fd < 0 ? -1 : fd;
     pthread_mutex_unlock(&reserve_lock);
-}
-
-/* ---- tracked descriptors ------------------------------------------- */
-
-static size_t fd_set_n, fd_set_cap = 16;
-/* The first few live in the library's data page, which a forked child
- * writes anyway: tracking its own channels then copies no heap page.
- * fd_lock is defined with the atfork handlers above. */
-static int fd_set_small[16];
-static int *fd_set_v = fd_set_small;
-
-void lmp_fd_track(int fd) {
-    if (fd < 0) return;
-    pthread_mutex_lock(&fd_lock);
-    if (fd_set_n == fd_set_cap) {
-        size_t cap = fd_set_cap * 2;
-        int *v = fd_set_v == fd_set_small ? malloc(cap * sizeof *v) : realloc(fd_set_v, cap * sizeof *v);
-        if (!v) { /* untracked: only costs hygiene in a later child */
-            pthread_mutex_unlock(&fd_lock);
-            return;
-        }
-        if (fd_set_v == fd_set_small) memcpy(v, fd_set_small, sizeof fd_set_small);
-        fd_set_v = v;
-        fd_set_cap = cap;
-    }
-    /* kept sorted, so that a child closes runs of them with close_range */
-    size_t i = fd_set_n;
-    while (i > 0 && fd_set_v[i - 1] > fd) i--;
-    if (i > 0 && fd_set_v[i - 1] == fd) { /* already tracked */
-        pthread_mutex_unlock(&fd_lock);
-        return;
-    }
-    for (size_t j = fd_set_n; j > i; j--) fd_set_v[j] = fd_set_v[j - 1]; /* no libc call */
-    fd_set_v[i] = fd;
-    fd_set_n++;
-    pthread_mutex_unlock(&fd_lock);
-}
-
-void lmp_fd_untrack(int fd) {
-    pthread_mutex_lock(&fd_lock);
-    for (size_t i = fd_set_n; i-- > 0;)
-        if (fd_set_v[i] == fd) {
-            memmove(fd_set_v + i, fd_set_v + i + 1, (--fd_set_n - i) * sizeof *fd_set_v);
-            break;
-        }
-    pthread_mutex_unlock(&fd_lock);
-}
-
-void lmp_fd_close(int fd) {
-    if (fd < 0) return;
-    lmp_fd_untrack(fd);
-    close(fd);
-}
-
-void lmp_fd_close_tracked(int keep) {
-    /* Child side of fork: single-threaded now, the lock may be stale.
-     * Re-initialised by assignment, not pthread_mutex_init: no call into
-     * another page of libc text on the child's way to its target. */
-    size_t kept = 0;
-    for (size_t i = 0; i < fd_set_n;) {
-        int lo = fd_set_v[i];
-        if (lo == keep) {
-            fd_set_v[kept++] = keep;
-            i++;
-            continue;
-        }
-        /* a run of consecutive tracked numbers: all ours, one call */
-        size_t j = i + 1;
-        while (j < fd_set_n && fd_set_v[j] == fd_set_v[j - 1] + 1 && fd_set_v[j] != keep) j++;
-        int hi = fd_set_v[j - 1];
-        if (hi == lo || syscall(SYS_close_range, (unsigned)lo, (unsigned)hi, 0u) < 0)
-            for (int fd = lo; fd <= hi; fd++) close(fd);
-        i = j;
-    }
-    fd_set_n = kept;
-    fd_lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
 }
 
 /* ---- pidfd --------------------------------------------------------- */
@@ -342,7 +229,7 @@ int lmp_poll(struct pollfd *fds, int n, double timeout) {
 static struct {
     const char *op;
     int err, count;
-} faults[] = {{"fork", 0, 0}, {"pipe", 0, 0}, {"pidfd", 0, 0}};
+} faults[] = {{"fork", 0, 0}, {"pipe", 0, 0}, {"pidfd", 0, 0}, {"dup", 0, 0}};
 static int faults_armed; /* keeps the common path to one load */
 
 int lmp_fault_set(const char *op, int err, int count) {

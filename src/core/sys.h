@@ -14,21 +14,16 @@
 /* Monotonic seconds (CLOCK_MONOTONIC); deadlines are computed from it. */
 double lmp_now(void);
 
-/* "EAGAIN" for EAGAIN etc.; "E?" for unknown codes.  err is positive. */
+/* "EAGAIN" for EAGAIN etc., for every errno the platform's <errno.h>
+ * defines (a table generated at build time, tools/gen_errnames.sh); "E?"
+ * for unknown codes.  err is positive. */
 const char *lmp_errname(int err);
 /* The inverse: EAGAIN for "EAGAIN"; 0 for an unknown name. */
 int lmp_errno(const char *name);
 
-/* Private descriptors: luamp's own sentinels, pidfds and result channels.
- * Every one is O_CLOEXEC and registered here so that a forked child can
- * close all of them (a sibling's sentinel must never stay open by accident)
- * while keeping the user's own descriptors, as fork promises. */
-void lmp_fd_track(int fd);
-void lmp_fd_untrack(int fd);
-/* Untrack and close; retries nothing (close must not be retried on EINTR). */
-void lmp_fd_close(int fd);
-/* In a freshly forked child: close every tracked descriptor but `keep`. */
-void lmp_fd_close_tracked(int keep);
+/* Private descriptors (lmp_fd_track...): process-wide state, declared in
+ * state.h (included here: every user of the wrappers uses those too). */
+#include "state.h"
 
 /* Descriptors 0-2 belong to stdio: luamp never lets a private descriptor
  * land there (output written to a closed stdout would corrupt it).
@@ -75,7 +70,8 @@ struct pollfd;
 int lmp_poll(struct pollfd *fds, int n, double timeout);
 
 /* Fault injection for the test suite (SQLite's swappable syscalls, cut
- * down): the next `count` calls of `op` ("fork", "pipe", "pidfd") fail
+ * down): the next `count` calls of `op` ("fork", "pipe", "pidfd", "dup": the payload's
+ * copy of a descriptor it carries) fail
  * with err.  lmp_fault_hit returns -err for an armed op, else 0. */
 int lmp_fault_set(const char *op, int err, int count);
 int lmp_fault_hit(const char *op);

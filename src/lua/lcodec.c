@@ -1,14 +1,16 @@
 /*
  * lcodec.c - codec helpers for the binding (see lcodec.h).
+ *
+ * Provides: the scratch-buffer class, encoding that leaves the buffer as
+ * it was when it raises, decoding that raises.
+ * Uses: codec/codec.h, lbind.h.  Must never: leak a buffer when encoding
+ * raises.
  */
 #include "lcodec.h"
 
-#include <math.h>
-#include <string.h>
-
 #include "codec/codec.h"
-#include "core/sys.h"
 #include "lauxlib.h"
+#include "lbind.h"
 
 #define LBUF "process.Buffer"
 
@@ -17,16 +19,11 @@ static int lbuf_gc(lua_State *L) {
     return 0;
 }
 
+static const lmp_class lbuf_class = {LBUF, NULL, lbuf_gc, NULL, NULL};
+
 lmp_buf *lmp_lbuf_new(lua_State *L) {
-    lmp_buf *b = lua_newuserdatauv(L, sizeof *b, 0);
+    lmp_buf *b = lmp_class_new(L, &lbuf_class, sizeof *b, 0);
     lmp_buf_init(b);
-    if (luaL_newmetatable(L, LBUF)) {
-        lua_pushcfunction(L, lbuf_gc);
-        lua_setfield(L, -2, "__gc");
-        lua_pushcfunction(L, lbuf_gc);
-        lua_setfield(L, -2, "__close");
-    }
-    lua_setmetatable(L, -2);
     return b;
 }
 
@@ -67,37 +64,4 @@ void lmp_ldecode_hooks(lua_State *L, const char *p, size_t n, int flags,
 
 void lmp_ldecode(lua_State *L, const char *p, size_t n, int flags) {
     lmp_ldecode_hooks(L, p, n, flags, NULL);
-}
-
-int lmp_pushoserror(lua_State *L, const char *op, int err) {
-    lua_pushnil(L);
-    lua_pushfstring(L, "%s: %s", op, strerror(err));
-    lua_pushstring(L, lmp_errname(err));
-    return 3;
-}
-
-lua_Integer lmp_checkrange(lua_State *L, int arg, lua_Integer lo, lua_Integer hi) {
-    lua_Integer v = luaL_checkinteger(L, arg);
-    if (v < lo || v > hi)
-        luaL_argerror(L, arg, lua_pushfstring(L, "%I out of range [%I, %I]", v, lo, hi));
-    return v;
-}
-
-const char *lmp_checkcstring(lua_State *L, int arg) {
-    size_t n;
-    const char *s = luaL_checklstring(L, arg, &n);
-    if (strlen(s) != n) luaL_argerror(L, arg, "string contains a zero byte");
-    return s;
-}
-
-const char *lmp_optcstring(lua_State *L, int arg, const char *dflt) {
-    return lua_isnoneornil(L, arg) ? dflt : lmp_checkcstring(L, arg);
-}
-
-double lmp_opttimeout(lua_State *L, int arg, double dflt) {
-    if (lua_isnoneornil(L, arg)) return dflt;
-    double t = luaL_checknumber(L, arg);
-    if (isnan(t)) luaL_argerror(L, arg, "timeout is NaN");
-    if (t > 1e9) return -1;
-    return t < 0 ? 0 : t;
 }

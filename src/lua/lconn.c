@@ -21,7 +21,9 @@
  * packet of any other shape, a memfd that is not a regular file or is
  * beyond MAX_FRAME, raises "corrupt message"; no length is read from the
  * stream, so none can be desynchronised.
- * Uses: lcodec.h, core/sys.h.
+ * Uses: lcodec.h, lbind.h, core/sys.h.
+ * Must never: track its descriptors as private (a fork child inherits a
+ * Pipe), or trust a length or descriptor the peer sends.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -34,10 +36,13 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "lconn.h"
+
+#include "core/fdpass.h"
 #include "core/sys.h"
 #include "lauxlib.h"
+#include "lbind.h"
 #include "lcodec.h"
-#include "lconn.h"
 
 #define CONN "process.Connection"
 /* A memfd message larger than this is refused by the reader as corrupt. */
@@ -100,29 +105,11 @@ static int memfd_of(const char *p, size_t n) {
 static int send_frame(lua_State *L, Conn *c, const char *p, size_t n, const char *op) {
     char tag = n <= c->inline_max ? 'I' : 'M';
     struct iovec iov[2] = {{&tag, 1}, {(void *)p, n}};
-    struct msghdr m = {.msg_iov = iov, .msg_iovlen = tag == 'I' ? 2 : 1};
-    union {
-        struct cmsghdr h;
-        char space[CMSG_SPACE(sizeof(int))];
-    } u;
     int mfd = -1;
-    if (tag == 'M') {
-        if ((mfd = memfd_of(p, n)) < 0) return lmp_pushoserror(L, op, errno);
-        memset(&u, 0, sizeof u);
-        m.msg_control = u.space;
-        m.msg_controllen = sizeof u.space;
-        struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
-        cm->cmsg_level = SOL_SOCKET;
-        cm->cmsg_type = SCM_RIGHTS;
-        cm->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(cm), &mfd, sizeof(int));
-    }
-    ssize_t w;
-    do w = sendmsg(c->fd, &m, MSG_NOSIGNAL);
-    while (w < 0 && errno == EINTR);
-    int e = errno;
+    if (tag == 'M' && (mfd = memfd_of(p, n)) < 0) return lmp_pushoserror(L, op, errno);
+    ssize_t w = lmp_sendfds(c->fd, iov, tag == 'I' ? 2 : 1, &mfd, mfd >= 0 ? 1 : 0, 0);
     if (mfd >= 0) close(mfd);
-    if (w < 0) return lmp_pushoserror(L, op, e);
+    if (w < 0) return lmp_pushoserror(L, op, (int)-w);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -164,31 +151,14 @@ static int recv_frame(lua_State *L, Conn *c) {
     if (r < 0) return -errno;
     if (r == 0) return 0;
     int released = tag == 'M' ? lmp_fd_reserve_release() : 0;
-    union {
-        struct cmsghdr h;
-        char space[CMSG_SPACE(sizeof(int) * MAXFDS)];
-    } u;
     struct iovec iov = {c->buf.data, INLINE_MAX + 1};
-    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.space,
-                       .msg_controllen = sizeof u.space};
+    int fds[MAXFDS], nfds, mflags;
     /* not blocking while the slot is free: another reader may have taken
      * the packet we peeked at; then peek again */
-    do r = recvmsg(c->fd, &m, MSG_CMSG_CLOEXEC | (released ? MSG_DONTWAIT : 0));
-    while (r < 0 && errno == EINTR);
-    int e = errno;
-    int fds[MAXFDS], nfds = 0;
-    for (struct cmsghdr *cm = r >= 0 ? CMSG_FIRSTHDR(&m) : NULL; cm; cm = CMSG_NXTHDR(&m, cm)) {
-        if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
-        size_t k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        for (size_t i = 0; i < k; i++) {
-            int fd;
-            memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof fd);
-            if (nfds < MAXFDS) fds[nfds++] = fd;
-            else close(fd);
-        }
-    }
+    r = lmp_recvfds(c->fd, &iov, 1, fds, MAXFDS, &nfds, released ? MSG_DONTWAIT : 0, &mflags);
+    int e = r < 0 ? (int)-r : 0;
     int mfd = -1;
-    if (r == 1 && nfds == 1 && c->buf.data[0] == 'M' && !(m.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
+    if (r == 1 && nfds == 1 && c->buf.data[0] == 'M' && !(mflags & (MSG_TRUNC | MSG_CTRUNC))) {
         mfd = fds[0];
         nfds = 0;
     }
@@ -200,8 +170,8 @@ static int recv_frame(lua_State *L, Conn *c) {
     if (r < 0) return -e;
     if (r == 0) return 0;
     if (mfd >= 0) return 1;
-    if (m.msg_flags & MSG_CTRUNC) return -EMFILE; /* no slot: the memfd was dropped */
-    if (c->buf.data[0] != 'I' || nfds > 0 || (m.msg_flags & MSG_TRUNC))
+    if (mflags & MSG_CTRUNC) return -EMFILE; /* no slot: the memfd was dropped */
+    if (c->buf.data[0] != 'I' || nfds > 0 || (mflags & MSG_TRUNC))
         luaL_error(L, "corrupt message (a packet of %d bytes, tag 0x%02x)", (int)r,
                    (unsigned char)c->buf.data[0]);
     c->buf.len = (size_t)r;
@@ -302,31 +272,20 @@ static const luaL_Reg conn_methods[] = {
     {"poll", conn_poll},           {"fileno", conn_fileno},
     {"close", conn_close},         {NULL, NULL}};
 
+static const lmp_class conn_class = {CONN, conn_methods, conn_close, conn_tostring, NULL};
+
 static Conn *newconn(lua_State *L, int readable, int writable) {
-    Conn *c = lua_newuserdatauv(L, sizeof *c, 0);
+    Conn *c = lmp_class_new(L, &conn_class, sizeof *c, 0);
     c->fd = -1;
-    c->inline_max = 0;
-    c->off = 0;
     c->readable = readable;
     c->writable = writable;
     lmp_buf_init(&c->buf);
-    if (luaL_newmetatable(L, CONN)) {
-        luaL_newlib(L, conn_methods);
-        lua_setfield(L, -2, "__index");
-        lua_pushcfunction(L, conn_close);
-        lua_setfield(L, -2, "__gc");
-        lua_pushcfunction(L, conn_close);
-        lua_setfield(L, -2, "__close");
-        lua_pushcfunction(L, conn_tostring);
-        lua_setfield(L, -2, "__tostring");
-    }
-    lua_setmetatable(L, -2);
     return c;
 }
 
 /* process.Pipe([duplex]) -> conn1, conn2 (duplex: both ways; otherwise
  * conn1 only receives and conn2 only sends), or nil, err, ename. */
-int lmp_open_pipe(lua_State *L) {
+static int core_pipe(lua_State *L) {
     int duplex = lua_isnoneornil(L, 1) ? 1 : lua_toboolean(L, 1);
     Conn *a = newconn(L, 1, duplex);
     Conn *b = newconn(L, duplex, 1);
@@ -341,6 +300,10 @@ int lmp_open_pipe(lua_State *L) {
     }
     return 2;
 }
+
+static const luaL_Reg conn_funcs[] = {{"Pipe", core_pipe}, {NULL, NULL}};
+
+void lmp_open_conn(lua_State *L) { luaL_setfuncs(L, conn_funcs, 0); }
 
 int lmp_conn_fds(lua_State *L, int idx, int *fd, int *readable, int *writable) {
     Conn *c = luaL_testudata(L, idx, CONN);

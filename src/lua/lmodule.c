@@ -1,19 +1,32 @@
 /*
- * lmodule.c - luaopen_process and luaopen_process_pi: the entry points a
- * stock lua5.4 (require "process"), the runner and host applications use.
+ * lmodule.c - the module: luaopen_process, luaopen_process_pi and
+ * luaopen_process_internal, the entry points a stock lua5.4 (require
+ * "process"), the runner and host applications use.
  *
  * The module is the Lua file lua/process/init.lua (embedded at build time)
- * called with the C core table; process.pi is the native kernels table
+ * called with the C core table, which this file assembles from each
+ * object's file (lproc.c, lchild.c, lpayload.c, lconn.c, lqueue.c,
+ * lsync.c, lpool.c, lsys.c); process.pi is the native kernels table
  * completed by lua/process/pi.lua.
+ * Uses: every lX.h of the binding, core/sys.h, core/bounds.h.
+ * Must never: define a core function itself; be included by another
+ * binding file (it is the top of the binding's include graph).
  */
 #include <string.h>
 
+#include "core/bounds.h"
 #include "core/sys.h"
 #include "lauxlib.h"
+#include "lchild.h"
+#include "lconn.h"
 #include "lembed.h"
+#include "lpayload.h"
 #include "lpi.h"
 #include "lpool.h"
 #include "lproc.h"
+#include "lqueue.h"
+#include "lsync.h"
+#include "lsys.h"
 #include "lua.h"
 #include "luamp.h"
 
@@ -56,11 +69,23 @@ static void preload_submodules(lua_State *L) {
     lua_pop(L, 2);
 }
 
+/* [-0, +1, e]  The core table: every binding file's functions. */
+static void open_core(lua_State *L) {
+    lua_newtable(L);
+    lmp_open_proc(L);    /* start, methods, wait */
+    lmp_open_child(L);   /* send_result, parent_sentinel, call, exit */
+    lmp_open_payload(L); /* payload, become, child_env, child_value */
+    lmp_open_conn(L);    /* Pipe */
+    lmp_open_queues(L);  /* Queue, JoinableQueue */
+    lmp_open_sync(L);    /* Lock, Event, Value, ..., sleep */
+    lmp_open_sys(L);     /* getpid, now, signame, encode, ... */
+    lmp_open_pool(L);
+}
+
 LUAMP_API int luaopen_process(lua_State *L) {
     lmp_fd_std_open(); /* no private descriptor of ours may land on 0-2 */
     lmp_fd_reserve();  /* held from the start: see sys.h (retried at start) */
-    lmp_open_core(L);
-    lmp_open_pool(L);
+    open_core(L);
     lua_pushvalue(L, -1);
     preload_submodules(L);
     run_embedded(L, "process");
@@ -83,15 +108,4 @@ LUAMP_API int luaopen_process_internal(lua_State *L) {
     lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
     lua_getfield(L, -1, "process.internal");
     return 1;
-}
-
-LUAMP_API void luamp_openlibs(lua_State *L) {
-    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
-    lua_pushcfunction(L, luaopen_process);
-    lua_setfield(L, -2, "process");
-    lua_pushcfunction(L, luaopen_process_pi);
-    lua_setfield(L, -2, "process.pi");
-    lua_pushcfunction(L, luaopen_process_internal);
-    lua_setfield(L, -2, "process.internal");
-    lua_pop(L, 1);
 }

@@ -27,10 +27,12 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "core/bounds.h"
 #include "core/buf.h"
 #include "core/state.h"
 #include "core/sys.h"
 #include "lauxlib.h"
+#include "lbind.h"
 #include "lcodec.h"
 #include "lconn.h"
 #include "lpool.h"
@@ -44,7 +46,7 @@ static int pool_wait(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     double timeout = lmp_opttimeout(L, 2, -1);
     lua_Integer n = luaL_len(L, 1);
-    if (n > 4096) return luaL_error(L, "too many objects to wait on");
+    if (n > LMP_WAIT_MAX) return luaL_error(L, "too many objects to wait on");
     struct pollfd *pf = lua_newuserdatauv(L, sizeof *pf * (size_t)(n + 1), 0);
     for (lua_Integer i = 0; i < n; i++) {
         lua_geti(L, 1, i + 1);

@@ -1,10 +1,14 @@
 /*
- * lproc.c - "process.Popen" userdata and the core functions (see lproc.h).
+ * lproc.c - process objects: the "process.Popen" userdata (one started
+ * child) and the core functions that start and wait for children (see
+ * lproc.h).
  *
- * Provides to lua/process/init.lua: core.start, core.wait, core.exit,
- * core.getpid, core.cpu_count, core.parent_sentinel, core.signame and the
- * Popen methods poll, wait, signal, close, pid, sentinel.
- * Uses: start/method.h, core/child.h, core/sys.h.
+ * Provides to lua/process/init.lua: core.start, core.methods, core.wait
+ * and the Popen methods poll, wait, signal, close, pid, sentinel,
+ * take_result.
+ * Uses: start/method.h, core/child.h, core/state.h (a copies_caller start
+ * that returns in the child sets the child's identity), lpayload.h (what
+ * a spawn or forkserver child starts from), lbind.h.
  * Must never: hold malloc'd memory across a call that may raise; a Popen is
  * created empty before the child exists, so an allocation error can never
  * leave a child nobody tracks.
@@ -12,23 +16,19 @@
 #include "lproc.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <math.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "codec/codec.h"
+#include "core/bounds.h"
 #include "core/child.h"
-#include "core/result.h"
+#include "core/state.h"
 #include "core/sys.h"
 #include "lauxlib.h"
-#include "lcodec.h"
-#include "lconn.h"
-#include "lsync.h"
+#include "lbind.h"
+#include "lpayload.h"
 #include "start/method.h"
 
 #define POPEN "process.Popen"
@@ -42,12 +42,6 @@ typedef struct Popen {
 typedef struct Registry {
     lmp_reg *r;
 } Registry;
-
-/* What this process knows about its own creator (set in a child). */
-static lmp_child_info me = {-1, -1, 0};
-static int parent_pidfd = -1;
-/* A child's copy of the record its parent was filling when it forked. */
-static lmp_child *volatile inherited_record;
 
 
 static lmp_child *checkchild(lua_State *L, int idx) {
@@ -163,18 +157,14 @@ static const luaL_Reg pop_methods[] = {
     {"pid", pop_pid},       {"sentinel", pop_sentinel}, {"take_result", pop_take_result},
     {"close", pop_close},   {NULL, NULL}};
 
+/* __gc and __close: let go of the record (the registry still reaps). */
+static const lmp_class popen_class = {POPEN, pop_methods, pop_gc, NULL, NULL};
+
 /* ---- core functions ------------------------------------------------ */
 
 static lmp_reg *getreg(lua_State *L) {
     Registry *r = lua_touserdata(L, lua_upvalueindex(1));
     return r->r;
-}
-
-void lmp_became_child(int result_w, int parent_r, pid_t parent_pid) {
-    me.result_w = result_w;
-    me.parent_r = parent_r;
-    me.parent_pid = parent_pid;
-    parent_pidfd = -1;
 }
 
 /* A forked child writes to copies of its parent's pages: one allocation
@@ -214,9 +204,7 @@ static int core_start(lua_State *L) {
     if (!m) return luaL_error(L, "cannot find context for '%s'", mname);
     if (!m->copies_caller && !o.payload) return luaL_argerror(L, 3, "payload expected");
     lmp_reg *reg = getreg(L);
-    Popen *p = lua_newuserdatauv(L, sizeof *p, 0); /* empty, safe to collect */
-    p->c = NULL;
-    luaL_setmetatable(L, POPEN);
+    Popen *p = lmp_class_new(L, &popen_class, sizeof *p, 0); /* empty, safe to collect */
     if (m->copies_caller) warm_child_path(L); /* may raise: before any malloc */
     lmp_child *c = lmp_child_new();
     if (!c) return lmp_pushoserror(L, "start", ENOMEM);
@@ -230,9 +218,7 @@ static int core_start(lua_State *L) {
     if (rc == 1) { /* in the child: this record describes nobody; freeing
                     * it would only write to pages shared with the parent,
                     * so it is kept (reachable, for leak checkers) */
-        inherited_record = c;
-        me = info;
-        parent_pidfd = -1;
+        lmp_identity_set(info.result_w, info.parent_r, info.parent_pid, c);
         lua_pushboolean(L, 1);
         return 1;
     }
@@ -263,7 +249,7 @@ static int core_wait(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     double timeout = lmp_opttimeout(L, 2, -1);
     lua_Integer n = luaL_len(L, 1);
-    if (n > 4096) return luaL_error(L, "too many objects to wait on");
+    if (n > LMP_WAIT_MAX) return luaL_error(L, "too many objects to wait on");
     struct pollfd *pf = lua_newuserdatauv(L, sizeof *pf * (size_t)(n + 1), 0);
     for (lua_Integer i = 0; i < n; i++) {
         lua_geti(L, 1, i + 1);
@@ -302,153 +288,8 @@ static int core_wait(lua_State *L) {
     return 1;
 }
 
-/* core.exit(code): the end of a child, after its own clean-up.  Never
- * returns, never runs the parent's atexit work or closes the Lua state. */
-static int core_exit(lua_State *L) {
-    int code = (int)luaL_optinteger(L, 1, 0);
-    lmp_reg_shutdown_all();
-    fflush(NULL);
-    _exit(code & 0xff);
-    return 0;
-}
-
-/* core.send_result(kind, value): in a child, write the frame the parent's
- * take_result reads: one byte "R" (value is table.pack of the results) or
- * "E" (value is the error message), then the codec message.  Raises with
- * the path of an unsendable value before anything is written. */
-static int core_send_result(lua_State *L) {
-    const char *kind = luaL_checkstring(L, 1);
-    luaL_checkany(L, 2);
-    if (me.result_w < 0) return luaL_error(L, "not in a child process");
-    lmp_buf *b = lmp_lbuf_new(L);
-    lmp_buf_append(b, kind[0] == 'E' ? "E" : "R", 1);
-    lmp_lencode(L, 2, b, "result", 0);
-    int rc = lmp_result_send(me.result_w, b->data, b->len);
-    /* raise: the child's finish() turns it into its error (sent inline) */
-    if (rc < 0 && rc != -EPIPE) return luaL_error(L, "result: %s", strerror(-rc));
-    lmp_buf_free(b);
-    lua_pushboolean(L, 1);
-    return 1;
-}
-
-/* core.parent_sentinel() -> fd that becomes readable when the parent ends
- * (opened on first use), or nil when this process is not a child. */
-static int core_parent_sentinel(lua_State *L) {
-    if (me.parent_pid == 0) return 0;
-    if (me.parent_r >= 0) {
-        lua_pushinteger(L, me.parent_r);
-        return 1;
-    }
-    if (parent_pidfd < 0) {
-        int fd = lmp_pidfd_open(me.parent_pid);
-        if (fd < 0 && fd != -ESRCH) return lmp_pushoserror(L, "parent_process", -fd);
-        /* The pid named our parent only if it is still our parent now;
-         * if it died, the pid may name another process: use a descriptor
-         * that is readable at once instead. */
-        if (fd < 0 || getppid() != me.parent_pid) {
-            if (fd >= 0) close(fd);
-            int p[2];
-            if (pipe2(p, O_CLOEXEC) < 0 || lmp_fd_hi2(p) < 0)
-                return lmp_pushoserror(L, "parent_process", errno);
-            close(p[1]);
-            fd = p[0];
-        }
-        lmp_fd_track(fd);
-        parent_pidfd = fd;
-    }
-    lua_pushinteger(L, parent_pidfd);
-    return 1;
-}
-
-/* core.call(handler, f, ...) -> ok, results...: f under lua_pcall with
- * the message handler.  Plain lua_pcall, without a continuation, so a
- * yield inside f cannot cross it: a child's target that yields gets an
- * error instead of resuming its parent's coroutine (and its pending code). */
-static int core_call(lua_State *L) {
-    luaL_checktype(L, 1, LUA_TFUNCTION);
-    int status = lua_pcall(L, lua_gettop(L) - 2, LUA_MULTRET, 1);
-    lua_pushboolean(L, status == LUA_OK);
-    lua_replace(L, 1);
-    return lua_gettop(L);
-}
-
-static int core_getpid(lua_State *L) {
-    lua_pushinteger(L, lmp_self()); /* cached: init.lua asks on every start and join */
-    return 1;
-}
-
-static int core_now(lua_State *L) {
-    lua_pushnumber(L, lmp_now());
-    return 1;
-}
-
-/* core.encode(v[, functions[, size_only]]) -> bytes (or their count);
- * core.decode(bytes[, functions]) -> v  (for benchmarks and tests; the API
- * sends values through channels). */
-static int core_encode(lua_State *L) {
-    luaL_checkany(L, 1);
-    int flags = lua_toboolean(L, 2) ? LMP_CODEC_FUNCTIONS : 0;
-    int size_only = lua_toboolean(L, 3);
-    lua_settop(L, 1);
-    lmp_buf *b = lmp_lbuf_new(L);
-    lmp_lencode(L, 1, b, "value", flags);
-    if (size_only) lua_pushinteger(L, (lua_Integer)b->len);
-    else lua_pushlstring(L, b->data, b->len);
-    lmp_buf_free(b);
-    return 1;
-}
-
-static int core_decode(lua_State *L) {
-    size_t n;
-    const char *p = luaL_checklstring(L, 1, &n);
-    lmp_ldecode(L, p, n, lua_toboolean(L, 2) ? LMP_CODEC_FUNCTIONS : 0);
-    return 1;
-}
-
-static int core_cpu_count(lua_State *L) {
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    lua_pushinteger(L, n > 0 ? n : 1);
-    return 1;
-}
-
-/* core.signame(15) -> "SIGTERM" (nil for an unknown number) */
-static int core_signame(lua_State *L) {
-    lua_Integer s = luaL_checkinteger(L, 1);
-    const char *n = s > 0 && s < NSIG ? sigabbrev_np((int)s) : NULL;
-    if (!n) return 0;
-    lua_pushfstring(L, "SIG%s", n);
-    return 1;
-}
-
-static int core_have_pidfd(lua_State *L) {
-    lua_pushboolean(L, lmp_have_pidfd());
-    return 1;
-}
-
-/* core.fault(op, ename, count): test hook, see lmp_fault_set. */
-static int core_fault(lua_State *L) {
-    const char *op = lmp_checkcstring(L, 1);
-    const char *name = lmp_checkcstring(L, 2);
-    int err = lmp_errno(name);
-    if (!err) return luaL_argerror(L, 2, "unknown errno name");
-    if (lmp_fault_set(op, err, lua_isnoneornil(L, 3) ? 1 : (int)lmp_checkrange(L, 3, 0, INT_MAX)) < 0)
-        return luaL_argerror(L, 1, "unknown operation");
-    return 0;
-}
-
-static const luaL_Reg core_funcs[] = {
-    {"fault", core_fault},
-    {"start", core_start},         {"methods", core_methods},     {"wait", core_wait},
-    {"exit", core_exit},           {"parent_sentinel", core_parent_sentinel},
-    {"getpid", core_getpid},       {"cpu_count", core_cpu_count},
-    {"now", core_now},             {"encode", core_encode},
-    {"call", core_call},
-    {"decode", core_decode},
-    {"signame", core_signame},     {"have_pidfd", core_have_pidfd},
-    {"send_result", core_send_result}, {"Pipe", lmp_open_pipe},
-    {"Queue", lmp_open_queue},
-    {"JoinableQueue", lmp_open_joinable_queue},
-    {NULL, NULL}};
+static const luaL_Reg proc_funcs[] = {
+    {"start", core_start}, {"methods", core_methods}, {"wait", core_wait}, {NULL, NULL}};
 
 static int reg_gc(lua_State *L) {
     Registry *r = luaL_checkudata(L, 1, REGISTRY);
@@ -457,40 +298,17 @@ static int reg_gc(lua_State *L) {
     return 0;
 }
 
-int lmp_open_core(lua_State *L) {
-    if (luaL_newmetatable(L, POPEN)) {
-        luaL_newlib(L, pop_methods);
-        lua_setfield(L, -2, "__index");
-        lua_pushcfunction(L, pop_gc);
-        lua_setfield(L, -2, "__gc");
-    }
-    lua_pop(L, 1);
-    if (luaL_newmetatable(L, REGISTRY)) {
-        lua_pushcfunction(L, reg_gc);
-        lua_setfield(L, -2, "__gc");
-    }
-    lua_pop(L, 1);
+static const lmp_class registry_class = {REGISTRY, NULL, reg_gc, NULL, NULL};
+
+void lmp_open_proc(lua_State *L) {
     /* One registry per state, kept in the Lua registry. */
     if (lua_getfield(L, LUA_REGISTRYINDEX, REGISTRY_KEY) == LUA_TNIL) {
         lua_pop(L, 1);
-        Registry *r = lua_newuserdatauv(L, sizeof *r, 0);
-        r->r = NULL;
-        luaL_setmetatable(L, REGISTRY);
+        Registry *r = lmp_class_new(L, &registry_class, sizeof *r, 0);
         r->r = lmp_reg_new();
-        if (!r->r) return luaL_error(L, "not enough memory");
+        if (!r->r) luaL_error(L, "not enough memory");
         lua_pushvalue(L, -1);
         lua_setfield(L, LUA_REGISTRYINDEX, REGISTRY_KEY);
     }
-    luaL_newlibtable(L, core_funcs);
-    lua_insert(L, -2);
-    luaL_setfuncs(L, core_funcs, 1);
-    luaL_setfuncs(L, lmp_spawn_funcs, 0);
-    lmp_open_sync(L); /* Lock, Event, Value, ..., sleep */
-    lua_pushinteger(L, SIGTERM);
-    lua_setfield(L, -2, "SIGTERM");
-    lua_pushinteger(L, SIGKILL);
-    lua_setfield(L, -2, "SIGKILL");
-    lua_pushinteger(L, SIGINT);
-    lua_setfield(L, -2, "SIGINT");
-    return 1;
+    luaL_setfuncs(L, proc_funcs, 1);
 }

@@ -2,14 +2,19 @@
  * lqueue.c - process.Queue over the shared queue engine (core/queue.h):
  * values are encoded with the codec on put and decoded on get.
  * A Queue created before start() reaches fork children as is.
+ * Uses: core/queue.h, lcodec.h, lbind.h.
+ * Must never: block without a deadline it was given, or in a child use a
+ * Queue the payload did not carry.
  */
 #include <errno.h>
 #include <stdint.h>
 
+#include "lqueue.h"
+
 #include "core/queue.h"
 #include "lauxlib.h"
+#include "lbind.h"
 #include "lcodec.h"
-#include "lconn.h"
 
 #define QUEUE "process.Queue"
 #define JQUEUE "process.JoinableQueue"
@@ -150,24 +155,21 @@ static const luaL_Reg queue_methods[] = {
     {"task_done", queue_task_done}, {"join", queue_join}, /* JoinableQueue only */
     {NULL, NULL}};
 
+/* A JoinableQueue's methods are a Queue's plus task_done and join. */
+static void queue_only(lua_State *L) {
+    lua_getfield(L, -1, "__index");
+    lua_pushnil(L);
+    lua_setfield(L, -2, "task_done");
+    lua_pushnil(L);
+    lua_setfield(L, -2, "join");
+    lua_pop(L, 1);
+}
+
+static const lmp_class queue_class = {QUEUE, queue_methods, queue_gc, NULL, queue_only};
+static const lmp_class jqueue_class = {JQUEUE, queue_methods, queue_gc, NULL, NULL};
+
 static Queue *newqueue(lua_State *L, int joinable) {
-    Queue *q = lua_newuserdatauv(L, sizeof *q, 0);
-    q->q = NULL;
-    q->closed = 0;
-    if (luaL_newmetatable(L, joinable ? JQUEUE : QUEUE)) {
-        luaL_newlib(L, queue_methods);
-        if (!joinable) {
-            lua_pushnil(L);
-            lua_setfield(L, -2, "task_done");
-            lua_pushnil(L);
-            lua_setfield(L, -2, "join");
-        }
-        lua_setfield(L, -2, "__index");
-        lua_pushcfunction(L, queue_gc);
-        lua_setfield(L, -2, "__gc");
-    }
-    lua_setmetatable(L, -2);
-    return q;
+    return lmp_class_new(L, joinable ? &jqueue_class : &queue_class, sizeof(Queue), 0);
 }
 
 static int open_queue(lua_State *L, int joinable) {
@@ -180,11 +182,16 @@ static int open_queue(lua_State *L, int joinable) {
 }
 
 /* process.Queue([maxsize]) -> queue | nil, err, ename */
-int lmp_open_queue(lua_State *L) { return open_queue(L, 0); }
+static int core_queue(lua_State *L) { return open_queue(L, 0); }
 
 /* process.JoinableQueue([maxsize]): the same queue (every put counts a
  * task), with task_done and join */
-int lmp_open_joinable_queue(lua_State *L) { return open_queue(L, 1); }
+static int core_joinable_queue(lua_State *L) { return open_queue(L, 1); }
+
+static const luaL_Reg queue_funcs[] = {
+    {"Queue", core_queue}, {"JoinableQueue", core_joinable_queue}, {NULL, NULL}};
+
+void lmp_open_queues(lua_State *L) { luaL_setfuncs(L, queue_funcs, 0); }
 
 int lmp_queue_fds_of(lua_State *L, int idx, int fds[2]) {
     Queue *q = testqueue(L, idx);
@@ -199,13 +206,6 @@ int lmp_queue_joinable_of(lua_State *L, int idx) {
 
 int lmp_queue_push_joinable(lua_State *L, int header_fd, int spool_fd, int joinable) {
     Queue *q = newqueue(L, joinable);
-    int rc = lmp_queue_attach(header_fd, spool_fd, &q->q);
-    if (rc < 0) lua_pop(L, 1);
-    return rc;
-}
-
-int lmp_queue_push(lua_State *L, int header_fd, int spool_fd) {
-    Queue *q = newqueue(L, 0);
     int rc = lmp_queue_attach(header_fd, spool_fd, &q->q);
     if (rc < 0) lua_pop(L, 1);
     return rc;

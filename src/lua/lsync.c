@@ -24,7 +24,7 @@
 
 #include "core/sync.h"
 #include "lauxlib.h"
-#include "lcodec.h"
+#include "lbind.h"
 #include "luamp.h"
 
 typedef struct Sync {
@@ -97,16 +97,15 @@ static int timeout_result(lua_State *L, int rc, const char *op) {
 static const char *const TNAMES[] = {NULL, "Lock", "RLock", "Semaphore", "Event",
                                      "Condition", "Barrier", "Value"};
 
-static void setmeta(lua_State *L, Sync *u);
+static const lmp_class *sync_class(int kind, int flavour);
 
 static Sync *newsync(lua_State *L, int kind, int flavour) {
-    Sync *u = lua_newuserdatauv(L, sizeof *u, 1);
+    Sync *u = lmp_class_new(L, sync_class(kind, flavour), sizeof *u, 1);
     u->tag = &MARK;
     u->s = NULL;
     u->kind = kind;
     u->flavour = flavour;
     u->timeout = -1;
-    setmeta(L, u);
     return u;
 }
 
@@ -268,15 +267,8 @@ static int guard_close(lua_State *L) {
  * a guard has no way to return it. */
 static int sync_guard(lua_State *L) {
     Sync *u = holdee(L, 1, checksync(L, 1, HOLDABLE, "Lock"));
-    pid_t *held = lua_newuserdatauv(L, sizeof(pid_t), 1);
-    *held = 0;
-    if (luaL_newmetatable(L, GUARD)) {
-        lua_pushcfunction(L, guard_close);
-        lua_setfield(L, -2, "__close");
-        lua_pushcfunction(L, guard_close);
-        lua_setfield(L, -2, "__gc");
-    }
-    lua_setmetatable(L, -2);
+    static const lmp_class guard_class = {GUARD, NULL, guard_close, NULL, NULL};
+    pid_t *held = lmp_class_new(L, &guard_class, sizeof(pid_t), 1);
     lua_pushvalue(L, 1);
     lua_setiuservalue(L, -2, 1);
     int rc = hold(u, -1);
@@ -841,52 +833,60 @@ static const luaL_Reg value_m[] = {{"add", value_add}, {"compare_exchange", valu
 static const luaL_Reg array_m[] = {{"add", array_add}, {"compare_exchange", array_cmpxchg},
     {"totable", array_totable}, {"get_lock", shared_get_lock}, {NULL, NULL}};
 
-/* One metatable per class, made on first use. */
-static void setmeta(lua_State *L, Sync *u) {
-    static const char *const mtnames[] = {NULL, "process.Lock", "process.RLock",
-        "process.Semaphore", "process.Event", "process.Condition", "process.Barrier", "process.Value"};
-    const char *name = u->kind == LMP_SYNC_SHARED && u->flavour == ARRAY ? "process.Array"
-                       : u->kind == LMP_SYNC_SEM && u->flavour ? "process.BoundedSemaphore"
-                       : mtnames[u->kind];
-    if (luaL_newmetatable(L, name)) {
-        const luaL_Reg *m = u->kind == LMP_SYNC_LOCK || u->kind == LMP_SYNC_RLOCK ? lock_m
-                            : u->kind == LMP_SYNC_SEM                           ? sem_m
-                            : u->kind == LMP_SYNC_EVENT                         ? event_m
-                            : u->kind == LMP_SYNC_COND                          ? cond_m
-                            : u->kind == LMP_SYNC_BARRIER                       ? barrier_m
-                            : u->flavour == ARRAY                               ? array_m
-                                                                                : value_m;
-        lua_pushboolean(L, 1);
-        lua_rawsetp(L, -2, &MARK);
-        lua_newtable(L);
-        lua_pushvalue(L, -2);
-        luaL_setfuncs(L, m, 1); /* upvalue: the metatable (checksync) */
-        if (u->kind == LMP_SYNC_SHARED || u->kind == LMP_SYNC_BARRIER) {
-            lua_pushvalue(L, -2); /* upvalues: the metatable, the methods */
-            lua_insert(L, -2);
-            lua_pushcclosure(L, u->kind == LMP_SYNC_BARRIER ? barrier_index : shared_index, 2);
-            lua_setfield(L, -2, "__index");
-        } else {
-            lua_setfield(L, -2, "__index");
-        }
-        if (u->kind == LMP_SYNC_SHARED) {
-            lua_pushvalue(L, -1);
-            lua_pushcclosure(L, shared_newindex, 1);
-            lua_setfield(L, -2, "__newindex");
-            lua_pushcfunction(L, shared_tostring);
-            lua_setfield(L, -2, "__tostring");
-            if (u->flavour == ARRAY) {
-                lua_pushcfunction(L, array_len);
-                lua_setfield(L, -2, "__len");
-            }
-        } else {
-            lua_pushcfunction(L, sync_tostring);
-            lua_setfield(L, -2, "__tostring");
-        }
-        lua_pushcfunction(L, sync_gc);
-        lua_setfield(L, -2, "__gc");
+/* One class per kind of object.  Every metatable carries MARK (testsync);
+ * its methods get the metatable as upvalue (checksync); a Barrier's and a
+ * shared value's __index is a closure over the metatable and the methods
+ * (their attributes); a shared value also has __newindex, an Array __len. */
+enum { PLAIN, BARRIER, SHARED, SHARED_ARRAY };
+
+static void sync_extra(lua_State *L, const luaL_Reg *m, int shape) {
+    lua_pushboolean(L, 1);
+    lua_rawsetp(L, -2, &MARK);
+    lua_newtable(L);
+    lua_pushvalue(L, -2);
+    luaL_setfuncs(L, m, 1); /* upvalue: the metatable (checksync) */
+    if (shape != PLAIN) {
+        lua_pushvalue(L, -2); /* upvalues: the metatable, the methods */
+        lua_insert(L, -2);
+        lua_pushcclosure(L, shape == BARRIER ? barrier_index : shared_index, 2);
     }
-    lua_setmetatable(L, -2);
+    lua_setfield(L, -2, "__index");
+    if (shape == SHARED || shape == SHARED_ARRAY) {
+        lua_pushvalue(L, -1);
+        lua_pushcclosure(L, shared_newindex, 1);
+        lua_setfield(L, -2, "__newindex");
+    }
+    if (shape == SHARED_ARRAY) {
+        lua_pushcfunction(L, array_len);
+        lua_setfield(L, -2, "__len");
+    }
+}
+
+static void extra_lock(lua_State *L) { sync_extra(L, lock_m, PLAIN); }
+static void extra_sem(lua_State *L) { sync_extra(L, sem_m, PLAIN); }
+static void extra_event(lua_State *L) { sync_extra(L, event_m, PLAIN); }
+static void extra_cond(lua_State *L) { sync_extra(L, cond_m, PLAIN); }
+static void extra_barrier(lua_State *L) { sync_extra(L, barrier_m, BARRIER); }
+static void extra_value(lua_State *L) { sync_extra(L, value_m, SHARED); }
+static void extra_array(lua_State *L) { sync_extra(L, array_m, SHARED_ARRAY); }
+
+/* Indexed by kind; [0] a BoundedSemaphore, [LMP_SYNC_SHARED + 1] an Array. */
+static const lmp_class sync_classes[] = {
+    {"process.BoundedSemaphore", NULL, sync_gc, sync_tostring, extra_sem},
+    [LMP_SYNC_LOCK] = {"process.Lock", NULL, sync_gc, sync_tostring, extra_lock},
+    [LMP_SYNC_RLOCK] = {"process.RLock", NULL, sync_gc, sync_tostring, extra_lock},
+    [LMP_SYNC_SEM] = {"process.Semaphore", NULL, sync_gc, sync_tostring, extra_sem},
+    [LMP_SYNC_EVENT] = {"process.Event", NULL, sync_gc, sync_tostring, extra_event},
+    [LMP_SYNC_COND] = {"process.Condition", NULL, sync_gc, sync_tostring, extra_cond},
+    [LMP_SYNC_BARRIER] = {"process.Barrier", NULL, sync_gc, sync_tostring, extra_barrier},
+    [LMP_SYNC_SHARED] = {"process.Value", NULL, sync_gc, shared_tostring, extra_value},
+    [LMP_SYNC_SHARED + 1] = {"process.Array", NULL, sync_gc, shared_tostring, extra_array},
+};
+
+static const lmp_class *sync_class(int kind, int flavour) {
+    if (kind == LMP_SYNC_SHARED && flavour == ARRAY) return &sync_classes[LMP_SYNC_SHARED + 1];
+    if (kind == LMP_SYNC_SEM && flavour) return &sync_classes[0];
+    return &sync_classes[kind];
 }
 
 /* ---- travelling to spawned children ------------------------------------- */

@@ -1,7 +1,7 @@
 /*
  * lsync.h - process.Lock, RLock, Semaphore, BoundedSemaphore, Event,
  * Condition, Barrier, Value, Array and process.sleep (lsync.c), and how
- * they travel to spawn and forkserver children (lspawn.c).
+ * they travel to spawn and forkserver children (lpayload.c).
  */
 #ifndef LMP_LSYNC_H
 #define LMP_LSYNC_H

@@ -92,19 +92,9 @@ static void laction(int i) {
     lua_sethook(globalL, lstop, flag, 1);
 }
 
-static int msghandler(lua_State *L) {
-    const char *msg = lua_tostring(L, 1);
-    if (msg == NULL) {
-        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
-        msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
-    }
-    luaL_traceback(L, L, msg, 1);
-    return 1;
-}
-
 static int docall(lua_State *L, int narg, int nres) {
     int base = lua_gettop(L) - narg;
-    lua_pushcfunction(L, msghandler);
+    lua_pushcfunction(L, luamp_msghandler);
     lua_insert(L, base);
     globalL = L;
     signal(SIGINT, laction);

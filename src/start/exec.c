@@ -130,29 +130,8 @@ out:
 
 /* ---- finding the runner ---------------------------------------------- */
 
-static pthread_mutex_t path_lock = PTHREAD_MUTEX_INITIALIZER;
-static char *set_path;   /* lmp_set_runner_path */
-static char *found_path; /* the search's answer, once */
-
-/* Around every fork (a host's own too, core/state.h): taken by the
- * forking thread, so the child inherits it free and the paths whole. */
-static void path_atfork_prepare(void) { pthread_mutex_lock(&path_lock); }
-static void path_atfork_parent(void) { pthread_mutex_unlock(&path_lock); }
-static void path_atfork_child(void) { path_lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER; }
-__attribute__((constructor)) static void path_install_atfork(void) {
-    static const lmp_fork_hooks h = {path_atfork_prepare, path_atfork_parent, path_atfork_child};
-    lmp_state_on_fork(LMP_STATE_RUNNER, &h);
-}
-
-int lmp_set_runner_path(const char *path) {
-    char *p = NULL;
-    if (path && !(p = strdup(path))) return -ENOMEM;
-    pthread_mutex_lock(&path_lock);
-    free(set_path);
-    set_path = p;
-    pthread_mutex_unlock(&path_lock);
-    return 0;
-}
+/* The path itself is process-wide state (core/state.c keeps it). */
+int lmp_set_runner_path(const char *path) { return lmp_runner_set(path); }
 
 /* dir/luamp or dir/bin/luamp, for dir = the directory of the shared object
  * holding this code and up to three of its parents. */
@@ -183,13 +162,4 @@ static char *search(void) {
 #endif
 }
 
-int lmp_runner_path(char *buf, size_t size) {
-    pthread_mutex_lock(&path_lock);
-    if (!set_path && !found_path) found_path = search();
-    const char *p = set_path ? set_path : found_path ? found_path : "luamp";
-    size_t n = strlen(p);
-    int rc = n < size ? 0 : -ENAMETOOLONG;
-    if (!rc) memcpy(buf, p, n + 1);
-    pthread_mutex_unlock(&path_lock);
-    return rc;
-}
+int lmp_runner_path(char *buf, size_t size) { return lmp_runner_get(buf, size, search); }

@@ -25,6 +25,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "core/fdpass.h"
 #include "core/child.h"
 #include "core/state.h"
 #include "core/sys.h"
@@ -187,35 +188,14 @@ out:
 static int send_request(const int *fds, int nfds, int daemon) {
     struct lmp_fs_request rq = {LMP_FS_MAGIC, (uint32_t)daemon};
     struct iovec iov = {&rq, sizeof rq};
-    union {
-        struct cmsghdr h;
-        char buf[CMSG_SPACE(sizeof(int) * LMP_PASS_MAXFDS)];
-    } ctl;
-    memset(&ctl, 0, sizeof ctl);
-    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
-                       .msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds)};
-    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
-    memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
-    ssize_t n;
-    do n = sendmsg(fs.conn, &m, MSG_NOSIGNAL);
-    while (n < 0 && errno == EINTR);
-    if (n < 0) return -errno;
-    return 0;
+    ssize_t n = lmp_sendfds(fs.conn, &iov, 1, fds, nfds, 0);
+    return n < 0 ? (int)n : 0;
 }
 
 /* The reply: 0 and *pid (and *pidfd, or -1), or -errno. */
 static int read_reply(pid_t *pid, int *pidfd) {
     struct lmp_fs_reply r;
     struct iovec iov = {&r, sizeof r};
-    union {
-        struct cmsghdr h;
-        char buf[CMSG_SPACE(sizeof(int) * 4)];
-    } ctl;
-    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
-                       .msg_controllen = sizeof ctl.buf};
     *pidfd = -1;
     /* The server replies right after its fork: a server that does not
      * within this time is stuck (stopped, say) and is replaced. */
@@ -223,22 +203,17 @@ static int read_reply(pid_t *pid, int *pidfd) {
     int rc = lmp_poll(&pf, 1, LMP_FS_REPLY_TIMEOUT);
     if (rc < 0) return rc;
     if (rc == 0) return -ETIMEDOUT;
-    ssize_t n;
-    do n = recvmsg(fs.conn, &m, MSG_CMSG_CLOEXEC);
-    while (n < 0 && errno == EINTR);
-    int e = errno, nfds = 0;
-    for (struct cmsghdr *c = n > 0 ? CMSG_FIRSTHDR(&m) : NULL; c; c = CMSG_NXTHDR(&m, c)) {
-        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-        for (size_t k = 0; k < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); k++) {
-            int fd;
-            memcpy(&fd, CMSG_DATA(c) + k * sizeof(int), sizeof fd);
-            if (nfds++ == 0) *pidfd = lmp_fd_hi(fd);
-            else close(fd); /* one at most: nothing a peer sends is trusted */
-        }
+    int fds[4], nfds, mflags;
+    ssize_t n = lmp_recvfds(fs.conn, &iov, 1, fds, 4, &nfds, 0, &mflags);
+    if (nfds > 0) *pidfd = lmp_fd_hi(fds[0]);
+    for (int i = 1; i < nfds; i++) close(fds[i]); /* one at most: nothing a peer sends is trusted */
+    if (n < 0) return (int)n;
+    if (n == 0) { /* the server died meanwhile */
+        if (*pidfd >= 0) close(*pidfd);
+        *pidfd = -1;
+        return -ECONNRESET;
     }
-    if (n < 0) return -e;
-    if (n == 0) return -ECONNRESET; /* the server died meanwhile */
-    if (n != (ssize_t)sizeof r || nfds > 1 || (m.msg_flags & MSG_TRUNC)) {
+    if (n != (ssize_t)sizeof r || nfds > 1 || (mflags & MSG_TRUNC)) {
         if (*pidfd >= 0) close(*pidfd);
         *pidfd = -1;
         return -EPROTO;
@@ -374,9 +349,7 @@ static int fs_start(lmp_reg *r, lmp_child *c, const lmp_start_opts *o, lmp_child
         if (fs.self_fd < 0 && (fs.self_fd = lmp_pidfd_open(getpid())) >= 0) lmp_fd_track(fs.self_fd);
         parent_fd = fs.self_fd;
         if (parent_fd < 0) err = parent_fd;
-    } else if (pipe2(par, O_CLOEXEC) < 0 || lmp_fd_hi2(par) < 0) {
-        err = -errno;
-    } else {
+    } else if ((err = lmp_channels_pipe(par)) == 0) {
         parent_fd = par[0];
     }
     pid_t pid = 0;
@@ -391,11 +364,7 @@ static int fs_start(lmp_reg *r, lmp_child *c, const lmp_start_opts *o, lmp_child
         /* status: a socket, so that the exit code can be peeked at and
          * stays there: the sentinel remains readable after the reap, as a
          * pidfd does */
-        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, res) < 0 || lmp_fd_hi2(res) < 0 ||
-            socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, status) < 0 || lmp_fd_hi2(status) < 0) {
-            err = -errno;
-            break;
-        }
+        if ((err = lmp_channels_socket(res)) < 0 || (err = lmp_channels_socket(status)) < 0) break;
         if (!mine() && (err = start_server_locked()) < 0) break;
         int fds[LMP_FS_FIXED + LMP_PAYLOAD_MAXFDS];
         fds[0] = pl->fd, fds[1] = res[1], fds[2] = status[1], fds[3] = parent_fd;
@@ -429,20 +398,8 @@ static int fs_start(lmp_reg *r, lmp_child *c, const lmp_start_opts *o, lmp_child
         return err;
     }
     fcntl(res[0], F_SETFL, O_NONBLOCK);
-    c->pid = pid;
-    c->sentinel = status[0];
-    c->ops = &served_ops;
-    c->pidfd = pidfd;
-    c->is_pidfd = 0;
-    c->result_fd = res[0];
-    c->parent_w = par[1];
-    c->daemon = o->daemon ? 1 : 0;
-    c->ended = 0;
-    lmp_fd_track(status[0]);
-    lmp_fd_track(res[0]);
-    lmp_fd_track(par[1]);
-    lmp_fd_track(pidfd);
-    lmp_child_link(r, c);
+    lmp_attach a = {pid, &served_ops, status[0], 0, pidfd, res[0], par[1], o->daemon};
+    lmp_channels_attach(r, c, &a);
     return 0;
 }
 

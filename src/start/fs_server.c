@@ -19,6 +19,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "core/fdpass.h"
 #include "core/sys.h"
 #include "forkserver.h"
 
@@ -83,21 +84,7 @@ static void accept_one(server *s) {
 static void reply(int conn, int err, pid_t pid, int pidfd) {
     struct lmp_fs_reply r = {err, pid};
     struct iovec iov = {&r, sizeof r};
-    union {
-        struct cmsghdr h;
-        char buf[CMSG_SPACE(sizeof(int))];
-    } ctl;
-    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
-    if (pidfd >= 0) {
-        m.msg_control = ctl.buf;
-        m.msg_controllen = sizeof ctl.buf;
-        struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(c), &pidfd, sizeof(int));
-    }
-    while (sendmsg(conn, &m, MSG_NOSIGNAL) < 0 && errno == EINTR) {}
+    (void)lmp_sendfds(conn, &iov, 1, &pidfd, pidfd >= 0 ? 1 : 0, 0); /* a dead owner: nobody to tell */
 }
 
 /* In the new child: keep the request's descriptors, drop the server's. */
@@ -125,28 +112,18 @@ static void become_child(server *s, int daemon, pid_t server_pid) {
 static int handle(server *s, int conn, lmp_served *out) {
     struct lmp_fs_request rq;
     struct iovec iov = {&rq, sizeof rq};
-    union {
-        struct cmsghdr h;
-        char buf[CMSG_SPACE(sizeof(int) * LMP_PASS_MAXFDS)];
-    } ctl;
-    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
-                       .msg_controllen = sizeof ctl.buf};
-    ssize_t n;
-    do n = recvmsg(conn, &m, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
-    while (n < 0 && errno == EINTR);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
-    if (n <= 0) return -1;
-    int fds[LMP_PASS_MAXFDS], nfds = 0;
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
-        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-        int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-        for (int i = 0; i < k && nfds < LMP_PASS_MAXFDS; i++) memcpy(&fds[nfds++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+    int fds[LMP_PASS_MAXFDS], nfds, mflags;
+    ssize_t n = lmp_recvfds(conn, &iov, 1, fds, LMP_PASS_MAXFDS, &nfds, MSG_DONTWAIT, &mflags);
+    if (n == -EAGAIN || n == -EWOULDBLOCK) return 0;
+    if (n <= 0) {
+        close_all(fds, nfds);
+        return -1;
     }
     if (n != (ssize_t)sizeof rq || rq.magic != LMP_FS_MAGIC || nfds < LMP_FS_FIXED) {
         close_all(fds, nfds);
         return -1;
     }
-    if (m.msg_flags & MSG_CTRUNC) { /* out of descriptor slots */
+    if (mflags & MSG_CTRUNC) { /* out of descriptor slots */
         close_all(fds, nfds);
         reply(conn, EMFILE, 0, -1);
         return 0;

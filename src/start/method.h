@@ -19,7 +19,7 @@
 #include "core/child.h"
 
 /* What a fresh runtime needs to become the child (spawn, forkserver): a
- * memfd holding the encoded bootstrap (see src/lua/lspawn.c) and the
+ * memfd holding the encoded bootstrap (see src/lua/lpayload.c) and the
  * descriptors the values in it refer to (Connections, Queues), in order. */
 typedef struct lmp_payload {
     int fd;
@@ -91,6 +91,26 @@ int lmp_channels_adopt(lmp_channels *ch, lmp_reg *r, lmp_child *c, pid_t pid, in
 /* In a child started in a fresh runner: fd, one of its channels, becomes
  * private (close-on-exec, tracked: closed in its own fork children). */
 void lmp_channels_keep(int fd);
+
+/* What every method shares with the others, the forkserver included: */
+/* A close-on-exec AF_UNIX stream socketpair with neither end on 0-2 (the
+ * result channel; the forkserver's status socket).  0, or -errno with
+ * nothing open. */
+int lmp_channels_socket(int sv[2]);
+/* A close-on-exec pipe with neither end on 0-2 (the death and parent
+ * pipes without pidfds).  0, or -errno with nothing open. */
+int lmp_channels_pipe(int p[2]);
+/* The parent's side of a child that exists: its record filled, the
+ * descriptors it now owns tracked (-1: none), linked into r. */
+typedef struct lmp_attach {
+    pid_t pid;
+    const lmp_child_ops *ops; /* how it is reaped and signalled */
+    int sentinel, is_pidfd;   /* is_pidfd: the sentinel is the child's pidfd */
+    int pidfd;                /* a pidfd besides the sentinel, for signals */
+    int result_fd, parent_w;
+    int daemon;
+} lmp_attach;
+void lmp_channels_attach(lmp_reg *r, lmp_child *c, const lmp_attach *a);
 
 extern const lmp_method lmp_method_fork;
 extern const lmp_method lmp_method_spawn;

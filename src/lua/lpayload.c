@@ -1,6 +1,6 @@
 /*
- * lspawn.c - what a spawn or forkserver child is started from: the
- * payload, both its sides.
+ * lpayload.c - the payload: what a spawn or forkserver child is started
+ * from, both its sides (see lpayload.h).
  *
  * Parent: core.payload(env, value) encodes, before any process exists,
  *   env    {path, cpath, cwd}: plain values, decoded first so that the
@@ -18,6 +18,11 @@
  * and core.child_value() decode its two parts.
  *
  * Payload layout: struct header, the env message, the value message.
+ * Uses: codec (lcodec.h), the objects that travel (lconn.h, lqueue.h,
+ * lsync.h), start/method.h (become), core/state.h (the identity a child
+ * gets), lbind.h.
+ * Must never: start a process (lproc.c does, with the payload this makes),
+ * or leave a descriptor it dup'ed open once the start is over.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -29,15 +34,17 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "lpayload.h"
+
 #include "codec/codec.h"
+#include "core/state.h"
 #include "core/sys.h"
 #include "lauxlib.h"
+#include "lbind.h"
 #include "lcodec.h"
 #include "lconn.h"
-#include "lproc.h"
+#include "lqueue.h"
 #include "lsync.h"
-#include "start/exec.h"
-#include "start/forkserver.h"
 #include "start/method.h"
 
 #define PAYLOAD "process.Payload"
@@ -55,6 +62,7 @@ struct header {
 typedef struct Payload {
     int fd;
     int nfds;
+    int oserr; /* an OS refusal while encoding (add_fd), else 0 */
     int fds[MAXFDS];
 } Payload;
 
@@ -72,17 +80,16 @@ static int payload_gc(lua_State *L) {
     return 0;
 }
 
+static const lmp_class payload_class = {PAYLOAD, NULL, payload_gc, NULL, NULL};
+
 static int add_fd(lua_State *L, Payload *p, int fd) {
     if (p->nfds == MAXFDS) luaL_error(L, "too many Connections and Queues (more than %d descriptors)", MAXFDS);
-    int d = fcntl(fd, F_DUPFD_CLOEXEC, 3);
-    if (d < 0) { /* raised as {msg, ename}: start turns it into nil, msg, ename */
-        int e = errno;
-        lua_createtable(L, 2, 0);
-        lua_pushfstring(L, "start: %s", strerror(e));
-        lua_rawseti(L, -2, 1);
-        lua_pushstring(L, lmp_errname(e));
-        lua_rawseti(L, -2, 2);
-        lua_error(L);
+    int d = lmp_fault_hit("dup");
+    if (d == 0) d = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    else errno = -d, d = -1;
+    if (d < 0) { /* ends the encoding; core.payload returns nil, msg, ename */
+        p->oserr = errno;
+        luaL_error(L, "start: %s", strerror(errno));
     }
     p->fds[p->nfds] = d;
     return p->nfds++;
@@ -124,28 +131,35 @@ static int enc_udata(lua_State *L, int idx, void *ud) {
     return 0;
 }
 
+/* Encode the value (3) into the buffer (2) with the payload's hooks (1). */
+static int encode_value(lua_State *L) {
+    lmp_codec_hooks hooks = {lua_touserdata(L, 1), enc_udata, NULL};
+    lmp_lencode_hooks(L, 3, lua_touserdata(L, 2), "process", LMP_CODEC_FUNCTIONS, &hooks);
+    return 0;
+}
+
 /* core.payload(env, value) -> payload | nil, err, ename; raises with the
- * offending path on an unsendable value, and {err, ename} when the OS
- * refuses a descriptor for a Connection or Queue in it */
+ * offending path on an unsendable value; an OS refusal (a descriptor for
+ * a Connection or Queue in it, the memfd) returns nil, err, ename */
 static int core_payload(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     luaL_checkany(L, 2);
     lua_settop(L, 2);
-    Payload *p = lua_newuserdatauv(L, sizeof *p, 0);
+    Payload *p = lmp_class_new(L, &payload_class, sizeof *p, 0);
     p->fd = -1;
-    p->nfds = 0;
-    if (luaL_newmetatable(L, PAYLOAD)) {
-        lua_pushcfunction(L, payload_gc);
-        lua_setfield(L, -2, "__gc");
-    }
-    lua_setmetatable(L, -2);
     lmp_buf *b = lmp_lbuf_new(L);
     struct header h = {PAYLOAD_MAGIC, 0, (uint32_t)getpid(), 0, 0};
     if (lmp_buf_append(b, &h, sizeof h)) return luaL_error(L, "not enough memory");
     lmp_lencode(L, 1, b, "env", 0);
     h.envlen = b->len - sizeof h;
-    lmp_codec_hooks hooks = {p, enc_udata, NULL};
-    lmp_lencode_hooks(L, 2, b, "process", LMP_CODEC_FUNCTIONS, &hooks);
+    lua_pushcfunction(L, encode_value);
+    lua_pushlightuserdata(L, p);
+    lua_pushlightuserdata(L, b);
+    lua_pushvalue(L, 2);
+    if (lua_pcall(L, 3, 0, 0) != LUA_OK) {
+        if (p->oserr) return lmp_pushoserror(L, "start", p->oserr);
+        return lua_error(L);
+    }
     h.nfds = (uint32_t)p->nfds;
     memcpy(b->data, &h, sizeof h);
     int fd = lmp_fd_hi(memfd_create("luamp-payload", MFD_CLOEXEC));
@@ -195,7 +209,7 @@ static struct {
 /* Read the memfd whole; close it. */
 static int load(lua_State *L, int fd) {
     struct stat st;
-    if (fstat(fd, &st) < 0) return lmp_pushoserror(L, "payload", errno);
+    if (fstat(fd, &st) < 0) return lmp_raise_oserror(L, "payload", errno);
     size_t n = (size_t)st.st_size;
     if (n < sizeof got.h) return luaL_error(L, "payload: truncated");
     char *d = malloc(n);
@@ -243,7 +257,7 @@ static int core_become(lua_State *L) {
     got.nfds = s.nfds < (int)got.h.nfds ? s.nfds : (int)got.h.nfds;
     memcpy(got.fds, s.fds, sizeof(int) * (size_t)got.nfds);
     for (int i = got.nfds; i < s.nfds; i++) close(s.fds[i]);
-    lmp_became_child(s.result_w, s.parent_r, (pid_t)got.h.parent_pid);
+    lmp_identity_set(s.result_w, s.parent_r, (pid_t)got.h.parent_pid, NULL);
     lua_pushinteger(L, got.h.parent_pid);
     return 1;
 }
@@ -329,69 +343,11 @@ static int core_child_value(lua_State *L) {
     return 1;
 }
 
-/* core.getcwd() -> path | nil;  core.chdir(path) -> true | nil, err */
-static int core_getcwd(lua_State *L) {
-    char *p = getcwd(NULL, 0);
-    if (!p) return 0;
-    lua_pushstring(L, p);
-    free(p);
-    return 1;
-}
-
-static int core_chdir(lua_State *L) {
-    const char *p = lmp_checkcstring(L, 1);
-    if (chdir(p) < 0) return lmp_pushoserror(L, "chdir", errno);
-    lua_pushboolean(L, 1);
-    return 1;
-}
-
-/* core.set_executable(path | nil), core.get_executable() */
-static int core_set_executable(lua_State *L) {
-    const char *p = lmp_optcstring(L, 1, NULL);
-    if (lmp_set_runner_path(p) < 0) return luaL_error(L, "not enough memory");
-    return 0;
-}
-
-static int core_get_executable(lua_State *L) {
-    char exe[PATH_MAX];
-    if (lmp_runner_path(exe, sizeof exe) < 0) return lmp_pushoserror(L, "get_executable", ENAMETOOLONG);
-    lua_pushstring(L, exe);
-    return 1;
-}
-
-/* core.forkserver_pid() -> pid (or nil when none runs), then the
- * descriptors held for it (nil where none) */
-static int core_forkserver_pid(lua_State *L) {
-    int fds[3];
-    pid_t pid = lmp_forkserver_pid(fds);
-    if (pid) lua_pushinteger(L, pid);
-    else lua_pushnil(L);
-    for (int i = 0; i < 3; i++) {
-        if (fds[i] >= 0) lua_pushinteger(L, fds[i]);
-        else lua_pushnil(L);
-    }
-    return 4;
-}
-
-/* core.threads() -> number of threads in this process (1 if unknown):
- * /proc/self/task has one entry per thread, plus "." and "..". */
-static int core_threads(lua_State *L) {
-    struct stat st;
-    lua_Integer n = 1;
-    if (stat("/proc/self/task", &st) == 0 && st.st_nlink > 2) n = (lua_Integer)st.st_nlink - 2;
-    lua_pushinteger(L, n);
-    return 1;
-}
-
-const luaL_Reg lmp_spawn_funcs[] = {
+static const luaL_Reg payload_funcs[] = {
     {"payload", core_payload},
     {"become", core_become},
     {"child_env", core_child_env},
     {"child_value", core_child_value},
-    {"set_executable", core_set_executable},
-    {"get_executable", core_get_executable},
-    {"forkserver_pid", core_forkserver_pid},
-    {"threads", core_threads},
-    {"getcwd", core_getcwd},
-    {"chdir", core_chdir},
     {NULL, NULL}};
+
+void lmp_open_payload(lua_State *L) { luaL_setfuncs(L, payload_funcs, 0); }
