@@ -2,7 +2,7 @@
  * lchild.c - the child's side: sending its result, knowing when its
  * creator ends, running the target, exiting (see lchild.h).
  *
- * Provides to lua/process/init.lua: core.send_result,
+ * Provides to lua/process/child.lua: core.send_result,
  * core.parent_sentinel, core.call, core.exit.
  * Uses: core/state.h (the child's identity, set by whoever made this
  * process a child: lproc.c after a copies_caller start, lpayload.c's

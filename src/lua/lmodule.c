@@ -3,11 +3,12 @@
  * luaopen_process_internal, the entry points a stock lua5.4 (require
  * "process"), the runner and host applications use.
  *
- * The module is the Lua file lua/process/init.lua (embedded at build time)
- * called with the C core table, which this file assembles from each
- * object's file (lproc.c, lchild.c, lpayload.c, lconn.c, lqueue.c,
- * lsync.c, lpool.c, lsys.c); process.pi is the native kernels table
- * completed by lua/process/pi.lua.
+ * The module is the Lua file lua/process/init.lua (embedded at build time
+ * with the other files of lua/process/, which it loads) called with the
+ * C core table, which this file assembles from each object's file
+ * (lproc.c, lchild.c, lpayload.c, lconn.c, lqueue.c, lsync.c, lpool.c,
+ * lsys.c); process.pi is the native kernels table completed by
+ * lua/process/pi.lua.
  * Uses: every lX.h of the binding, core/sys.h, core/bounds.h.
  * Must never: define a core function itself; be included by another
  * binding file (it is the top of the binding's include graph).
@@ -102,7 +103,7 @@ LUAMP_API int luaopen_process_pi(lua_State *L) {
 }
 
 /* require "process.internal": the hooks the runner, specs and benchmarks
- * use, which are not API; lua/process/init.lua makes the table. */
+ * use, which are not API; lua/process/internal.lua makes the table. */
 LUAMP_API int luaopen_process_internal(lua_State *L) {
     luaL_requiref(L, "process", luaopen_process, 0);
     lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);

@@ -17,6 +17,7 @@
  * lua/process/pool*.lua.
  */
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <poll.h>
 #include <pthread.h>
@@ -95,13 +96,17 @@ typedef struct Reader {
     lmp_buf buf;
 } Reader;
 
+static int reader_read(lua_State *L);
+static int reader_gc(lua_State *L);
+static const luaL_Reg reader_methods[] = {{"read", reader_read}, {NULL, NULL}};
+static const lmp_class reader_class = {READER, reader_methods, reader_gc, NULL, NULL};
+
 /* core.pool_reader(fd) -> a reader of the frames arriving on fd */
 static int reader_new(lua_State *L) {
-    lua_Integer fd = luaL_checkinteger(L, 1);
-    Reader *r = lua_newuserdatauv(L, sizeof *r, 0);
-    r->fd = (int)fd;
+    int fd = (int)lmp_checkrange(L, 1, 0, INT_MAX);
+    Reader *r = lmp_class_new(L, &reader_class, sizeof *r, 0);
+    r->fd = fd;
     lmp_buf_init(&r->buf);
-    luaL_setmetatable(L, READER);
     return 1;
 }
 
@@ -431,14 +436,5 @@ static const luaL_Reg pool_funcs[] = {
     {NULL, NULL}};
 
 void lmp_open_pool(lua_State *L) {
-    if (luaL_newmetatable(L, READER)) {
-        lua_pushcfunction(L, reader_read);
-        lua_setfield(L, -2, "read");
-        lua_pushvalue(L, -1);
-        lua_setfield(L, -2, "__index");
-        lua_pushcfunction(L, reader_gc);
-        lua_setfield(L, -2, "__gc");
-    }
-    lua_pop(L, 1);
     luaL_setfuncs(L, pool_funcs, 0);
 }

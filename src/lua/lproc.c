@@ -3,9 +3,9 @@
  * child) and the core functions that start and wait for children (see
  * lproc.h).
  *
- * Provides to lua/process/init.lua: core.start, core.methods, core.wait
- * and the Popen methods poll, wait, signal, close, pid, sentinel,
- * take_result.
+ * Provides to lua/process/ (proc.lua, state.lua, init.lua): core.start,
+ * core.methods, core.wait and the Popen methods poll, wait, signal,
+ * close, pid, sentinel, take_result.
  * Uses: start/method.h, core/child.h, core/state.h (a copies_caller start
  * that returns in the child sets the child's identity), lpayload.h (what
  * a spawn or forkserver child starts from), lbind.h.

@@ -2,7 +2,7 @@
  * lsys.c - core functions over the system that belong to no object (see
  * lsys.h).
  *
- * Provides to lua/process/init.lua: core.getpid, core.now,
+ * Provides to the files of lua/process/: core.getpid, core.now,
  * core.cpu_count, core.threads, core.signame, core.have_pidfd,
  * core.getcwd, core.chdir, core.set_executable, core.get_executable,
  * core.forkserver_pid, core.encode, core.decode, core.fault.
@@ -31,7 +31,7 @@
 #include "start/forkserver.h"
 
 static int core_getpid(lua_State *L) {
-    lua_pushinteger(L, lmp_self()); /* cached: init.lua asks on every start and join */
+    lua_pushinteger(L, lmp_self()); /* cached: the Lua side asks on every start and join */
     return 1;
 }
 
