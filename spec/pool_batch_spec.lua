@@ -131,8 +131,8 @@ H.each_method(function(ctx, method)
           ncancelled = ncancelled + 1
           fails_with(rs[i], "cancelled")
         else
-          assert.are.equal(i * i, rs[i]:get(20))
-          assert.are.equal(1, ended[i])
+          assert.are.equal(i * i, rs[i]:get(20), "task " .. i)
+          assert.are.equal(1, ended[i], "task " .. i .. " ended " .. ended[i] .. " times")
         end
         assert.is_true(started[i] <= 1, "task " .. i .. " started twice")
       end

@@ -564,22 +564,40 @@ function Pool:_replace()
   end
 end
 
--- Stop worker w (its running task timed out or was cancelled, and the
--- caller failed it): terminate and replace it; the tasks it held but had
--- not started go back to the queue.
+-- Stop worker w (its running task timed out or is being cancelled):
+-- terminate and replace it; the tasks it held but had not started go
+-- back to the queue.  With b:skip, every task it holds beyond its head
+-- is first taken back, in order, so that it starts none of them while
+-- the signal is on its way; if it has already started one, its head has
+-- finished (the answer comes before the next task starts) and it is not
+-- stopped: false (the tasks taken back meanwhile go back to the queue;
+-- their "skipped" answers no longer match and are ignored).
 function Pool:_abandon(w)
   local h = w.h
-  self._backend:terminate(h)
+  local b, tasks = self._backend, w.tasks
+  if b.skip then
+    for i = 2, #tasks do
+      if not b:skip(h, tasks[i].seq) then
+        local back = {}
+        for j = 2, i - 1 do back[#back + 1] = tasks[j] end
+        for j = i - 1, 2, -1 do table.remove(tasks, j) end
+        requeue(self, back, 1)
+        return false
+      end
+    end
+  end
+  b:terminate(h)
   self._dying[h] = now() + GRACE
   self._workers[h] = nil
   self._nworkers = self._nworkers - 1
-  local head = w.tasks[1]
-  requeue(self, w.tasks, 2)
+  local head = tasks[1]
+  requeue(self, tasks, 2)
   if head then
-    w.tasks[1] = nil
+    tasks[1] = nil
     head.worker = nil
   end
   if self._state == "RUN" or self._state == "CLOSE" then self:_replace() end
+  return true
 end
 
 function Pool:_on_msg(h, bytes)
@@ -653,11 +671,12 @@ function Pool:_timers()
   end
   for _, w in ipairs(late or {}) do -- (replacing adds workers: not while iterating)
     local task = w.tasks[1]
-    if not task.cancelled then
+    if not self:_abandon(w) then
+      task.deadline = nil -- it finished in time after all: its answer is on its way
+    elseif not task.cancelled then
       task_error(self, task, fmt("task %d: timeout after %g seconds (worker pid %s terminated)",
         task.id, task.timeout, tostring(w.h.pid)))
     end
-    self:_abandon(w)
   end
   for h, kill_at in pairs(self._dying) do
     if kill_at and t >= kill_at then
@@ -820,15 +839,25 @@ local function cancel_task(self, task)
     if task.done then return false end
     w = task.worker
   end
+  if w and w.tasks[1] == task then
+    if self:_abandon(w) then -- running: its worker is terminated and replaced
+      task.cancelled = true
+      return true
+    end
+    -- its worker has moved on to the next task: it has finished, and its
+    -- answer is on its way (or already read while the others were taken back)
+    local deadline = now() + GRACE
+    while not task.done and task.worker == w and now() < deadline do
+      self:_guarded(deadline)
+    end
+    return false
+  end
   task.cancelled = true
   if w then
-    if w.tasks[1] == task then
-      self:_abandon(w) -- running: the worker is terminated and replaced
-    else
-      -- handed to the worker, not started: it skips it when told so
-      -- (it stays in the worker's list until the worker says so)
-      b:send(w.h, { spack("<Bj", KIND_CANCEL, task.id) })
-    end
+    -- handed to the worker, not started (a backend without b:skip): it
+    -- skips it when told so (it stays in the worker's list until the
+    -- worker says so)
+    b:send(w.h, { spack("<Bj", KIND_CANCEL, task.id) })
   end
   return true
 end
