@@ -1,7 +1,7 @@
 -- pi.lua: pi = 4 * (1 - 1/3 + 1/5 - ...), the series split across 1, 2
 -- and 4 child processes running the native kernel (process.pi).
 --
---   luamp examples/pi.lua [--terms N] [--procs 1,2,4] [--json]
+--   luamp examples/pi.lua [--terms N] [--procs 1,2,4] [--json] [--help]
 --   mpiexec -n 3 luamp -l process.mpi examples/pi.lua --mpi [--terms N] [--procs 1,2,4]
 --
 -- Prints terms, processes, wall time, speedup over one process, the
@@ -30,9 +30,13 @@ while arg[i] do
   elseif a == "--mpi" then
     use_mpi = true
   else
-    io.stderr:write("usage: luamp examples/pi.lua [--terms N] [--procs 1,2,4] [--json]\n" ..
+    -- asked-for help goes to stdout and succeeds; a bad option is an error
+    local help = a == "--help" or a == "-h"
+    local out = help and io.stdout or io.stderr
+    if not help then out:write("pi.lua: unknown option '", a, "'\n") end
+    out:write("usage: luamp examples/pi.lua [--terms N] [--procs 1,2,4] [--json]\n" ..
       "       mpiexec -n N luamp -l process.mpi examples/pi.lua --mpi [--terms N] [--procs 1,2,4] [--json]\n")
-    os.exit(2)
+    os.exit(help and 0 or 2)
   end
   i = i + 1
 end

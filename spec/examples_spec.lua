@@ -155,6 +155,17 @@ describe("examples", function()
     assert.is_true(math.abs(tonumber(t.rows[2].estimate_exact) - math.pi) < 1.1e-7)
   end)
 
+  it("pi.lua --help prints its usage on stdout and exits 0; a bad option, on stderr and 2", function()
+    local out, err, code = H.run(H.luamp .. " examples/pi.lua --help")
+    assert.equal(0, code, err)
+    assert.equal("", err)
+    assert.matches("^usage: luamp examples/pi.lua ", out)
+    out, err, code = H.run(H.luamp .. " examples/pi.lua --bogus")
+    assert.equal(2, code)
+    assert.equal("", out)
+    assert.matches("^pi.lua: unknown option '%-%-bogus'\nusage: luamp examples/pi.lua ", err)
+  end)
+
   it("covers every example in examples/", function()
     local lfs = require "lfs"
     for f in lfs.dir("examples") do

@@ -68,5 +68,17 @@ check "spawn from the installed module runs the installed runner" \
     local p = process.get_context(\"spawn\").Process{target = function(a) return a + 1 end, args = {41}}
     assert(p:start()):join()
     assert(p:result() == 42, p.error)'"
+# process.mpi, when this build has it: installed beside process.so (in
+# process/ below the same directory, -Dlua_cmoddir or not), and found by a
+# stock lua5.4 with that directory on LUA_CPATH (MPI initialises as a
+# singleton: one rank, no mpiexec)
+if [ -f "$build/src/mpi/process/mpi.so" ]; then
+  check "process/mpi.so installed beside process.so" test -f "$mod/process/mpi.so"
+  check "a stock lua5.4 requires the installed process.mpi" \
+    sh -c "$nolua LD_LIBRARY_PATH='$lib' LUA_CPATH='$mod/?.so' lua5.4 -e '
+      local m = require \"process.mpi\"
+      assert(package.searchpath(\"process.mpi\", package.cpath) == \"$mod/process/mpi.so\")
+      assert(m.rank() == 0 and m.size() == 1)'"
+fi
 echo "1..$n"
 exit $failed

@@ -131,6 +131,22 @@ run 3 60 "$tmp/work.lua"
 ok $? "the luamp runner: a Pool over 2 serving ranks (rc=$rc)"
 ok "$(left_after)" "no process left after it"
 
+# the README's commands, from the source tree with no LUA_CPATH: the
+# build tree's runner finds the tree's process.mpi by itself, and
+# `meson devenv` gives a stock lua5.4 both modules
+(unset LUA_CPATH; timeout 60 mpiexec -n 3 "$build/luamp" -l process.mpi "$tmp/work.lua" > "$tmp/out" 2> "$tmp/err")
+rc=$?
+[ "$rc" = 0 ] && [ "$(cat "$tmp/out")" = "2,3,4,5,6,7	0	3" ]
+ok $? "the build tree's runner finds process.mpi without LUA_CPATH (rc=$rc)"
+ok "$(left_after)" "no process left after it"
+if command -v meson > /dev/null 2>&1; then
+  (unset LUA_CPATH; timeout 60 meson devenv -C "$build" mpiexec -n 3 "$LUA" -l mpi=process.mpi "$tmp/work.lua" > "$tmp/out" 2> "$tmp/err")
+  rc=$?
+  [ "$rc" = 0 ] && [ "$(cat "$tmp/out")" = "2,3,4,5,6,7	0	3" ]
+  ok $? "meson devenv: a stock lua5.4 -l mpi=process.mpi finds both modules (rc=$rc)"
+  ok "$(left_after)" "no process left after it"
+fi
+
 # the same table as examples/pi.lua: same estimates to the last digit
 run 3 120 examples/pi.lua --mpi --terms 20000000 --procs 1,2,3
 mpi_rows=$(printf '%s\n' "$out" | awk 'NR > 2 { print $1, $2, $5, $6 }')

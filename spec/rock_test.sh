@@ -54,8 +54,21 @@ check "a spawn start runs the rock's runner" \
       local p = process.get_context(\"spawn\").Process{target = function(a) return a + 1 end, args = {41}}
       assert(p:start()):join()
       assert(p:result() == 42, p.error)'"
+# process.mpi, when the rock's build found an MPI: in the tree beside
+# process.so (-Dlua_cmoddir), so require finds it with the tree's paths
+# (MPI initialises as a singleton: one rank, no mpiexec)
+if [ -f "$d/src/build-rock/src/mpi/process/mpi.so" ]; then
+  check "process/mpi.so in the tree's lib/lua/5.4, beside process.so" \
+    test -f "$d/tree/lib/lua/5.4/process/mpi.so"
+  check "a stock lua5.4 with the tree's paths requires process.mpi" \
+    sh -c "$paths
+      cd / && lua5.4 -e '
+        local m = require \"process.mpi\"
+        assert(package.searchpath(\"process.mpi\", package.cpath) == \"$d/tree/lib/lua/5.4/process/mpi.so\")
+        assert(m.rank() == 0 and m.size() == 1)'"
+fi
 check "the rock's runner runs a script" sh -c "'$d/tree/bin/luamp' -e 'print(require(\"process\").cpu_count())' | grep -q '^[0-9]'"
 check "luarocks remove takes it all away" \
-  sh -c "HOME='$d' luarocks --lua-version=5.4 --tree='$d/tree' remove luamp && test ! -e '$d/tree/lib/lua/5.4/process.so' -a ! -e '$d/tree/bin/luamp'"
+  sh -c "HOME='$d' luarocks --lua-version=5.4 --tree='$d/tree' remove luamp && test ! -e '$d/tree/lib/lua/5.4/process.so' -a ! -e '$d/tree/lib/lua/5.4/process/mpi.so' -a ! -e '$d/tree/bin/luamp'"
 echo "1..$n"
 exit $failed

@@ -20,6 +20,30 @@ describe("runner", function()
     assert.equal("xxx\ntable\n", out)
   end)
 
+  it("-l names the global after the module's last dotted part", function()
+    local out, _, code = H.run(L .. " -l process.pi -e 'print(type(pi.leibniz), rawget(_G, \"process.pi\"))'")
+    assert.equal(0, code)
+    assert.equal("function\tnil\n", out)
+  end)
+
+  it("finds its build tree's process.mpi without LUA_CPATH, and only there", function()
+    local dir = L:match("^(.*)/[^/]+$")
+    local mod = dir .. "/src/mpi/process/mpi.so"
+    local f = io.open(mod)
+    if f then f:close() end
+    local out, _, code = H.run("cd / && env -u LUA_CPATH " .. L ..
+      " -e 'print(package.searchpath(\"process.mpi\", package.cpath)); print(package.cpath)'")
+    assert.equal(0, code)
+    local found, cpath = out:match("^([^\n]*)\n([^\n]*)\n$")
+    if f then
+      assert.equal(mod, found)
+      assert.equal(dir .. "/src/mpi/?.so;", cpath:sub(1, #dir + 14))   -- first on package.cpath
+    else
+      assert.equal("nil", found)                  -- nothing of the kind when MPI is not built
+      assert.is_nil(cpath:find("/src/mpi/", 1, true))
+    end
+  end)
+
   it("prints its version with -v", function()
     local out, _, code = H.run(L .. " -v")
     assert.equal(0, code)

@@ -4,7 +4,8 @@
  *   luamp [options] [script [args]]
  *     -e stat   execute string 'stat'
  *     -i        enter interactive mode after running script
- *     -l mod    require library 'mod' into global 'mod' (-l g=mod: into g)
+ *     -l mod    require library 'mod' into a global named after its last
+ *               dotted part (-l process.mpi sets 'mpi'; -l g=mod: into g)
  *     -v        show version information
  *     -E        ignore environment variables (LUA_INIT, LUA_PATH, ...)
  *     -W        turn warnings on
@@ -14,7 +15,8 @@
  *     -         stop handling options and execute stdin
  *
  * The `process` module is built in (package.preload), so scripts need no
- * LUA_PATH.  Uncaught errors print "luamp: msg" and a traceback and exit 1.
+ * LUA_PATH.  Run from a build tree, the runner also finds that tree's
+ * process.mpi (src/mpi/process/mpi.so beside it) without LUA_CPATH.  Uncaught errors print "luamp: msg" and a traceback and exit 1.
  * When the script ends by any path, lua_close runs the creator's clean-up:
  * daemonic children are terminated, the others joined.
  * Uses: luamp.h and the Lua C API only.
@@ -44,7 +46,8 @@ static void usage(FILE *f) {
             "Available options are:\n"
             "  -e stat   execute string 'stat'\n"
             "  -i        enter interactive mode after executing 'script'\n"
-            "  -l mod    require library 'mod' into global 'mod'\n"
+            "  -l mod    require library 'mod' into a global named after its last\n"
+            "            dotted part ('-l process.mpi' sets global 'mpi')\n"
             "  -l g=mod  require library 'mod' into global 'g'\n"
             "  -v        show version information\n"
             "  -E        ignore environment variables\n"
@@ -142,6 +145,33 @@ static int dolibrary(lua_State *L, char *globname) {
     int status = docall(L, 1, 1);
     if (status == LUA_OK) lua_setglobal(L, globname);
     return report(L, status);
+}
+
+/* A runner in a meson build tree (BUILD/luamp) puts the tree's
+ * process.mpi, BUILD/src/mpi/process/mpi.so, first on package.cpath, as
+ * its `process` is built in: the module must come from the same build.
+ * Installed, nothing is there and package.cpath is left alone. */
+static void build_tree_cpath(lua_State *L) {
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) return;
+    exe[n] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (!slash) return;
+    slash[1] = '\0';
+    const char *mod = lua_pushfstring(L, "%ssrc/mpi/process/mpi.so", exe);
+    int found = access(mod, R_OK) == 0;
+    lua_pop(L, 1);
+    if (!found) return;
+    lua_getglobal(L, "package");
+    if (!lua_istable(L, -1)) {
+        lua_pop(L, 1);
+        return;
+    }
+    lua_getfield(L, -1, "cpath");
+    lua_pushfstring(L, "%ssrc/mpi/?.so;%s", exe, luaL_optstring(L, -1, ""));
+    lua_setfield(L, -3, "cpath");
+    lua_pop(L, 2);
 }
 
 static int pushargs(lua_State *L) {
@@ -321,6 +351,7 @@ static int pmain(lua_State *L) {
     }
     luaL_openlibs(L);
     luamp_openlibs(L);
+    build_tree_cpath(L);
     createargtable(L, argv, argc, script);
     lua_gc(L, LUA_GCRESTART);
     lua_gc(L, LUA_GCGEN, 0, 0);
