@@ -76,6 +76,7 @@ local getpid = core.pool_getpid
 local encode, decode, decode_at = core.encode, core.decode, core.pool_decode
 local pack_numbers, unpack_numbers = core.pool_pack_numbers, core.pool_unpack_numbers
 local new_list = core.pool_list
+local task_message_of = core.pool_task_message
 local tpack, tunpack = table.pack, table.unpack
 
 local P = {}
@@ -386,25 +387,23 @@ local function requeue(self, tasks, from)
   end
 end
 
--- A task's message: its id, function (its bytes, or "" when the worker
--- has it cached), mode, the format of its arguments (1: a list of
--- numbers, 0: the codec) and the arguments, in one string.pack.
-local TASK_FORMAT = "<BjjBBBs4s4"
-
-local function make_message(task, fnpart)
-  return spack(TASK_FORMAT, KIND_TASK, task.id, task.fnid, task.mode, task.cacheit, task.afmt or 0,
-    fnpart, task.args)
-end
+-- A task's message (core.pool_task_message, in one call): its id,
+-- function (its bytes, or "" when the worker has it cached), mode, the
+-- format of its arguments (1: a list of numbers, 0: the codec) and the
+-- arguments, as string.pack("<BjjBBBs4s4", KIND_TASK, id, fnid, mode,
+-- cacheit, afmt, fnpart, args) makes it.  FN_AT: where fnpart's length is.
+local FN_AT = 21
 
 -- The message is made when the task is submitted, for a worker that has
 -- the function (or, not cacheable, with it); a worker that does not know
--- a cacheable one gets it once.
+-- a cacheable one gets it once (spliced in where "" was).
 local function task_message(w, task)
   if task.cacheit == 1 and not w.known[task.fnid] then
     if w.nknown >= FNCACHE then w.known, w.nknown = {}, 0 end
     w.known[task.fnid] = true
     w.nknown = w.nknown + 1
-    return make_message(task, task.fnbytes)
+    local msg = task.msg
+    return msg:sub(1, FN_AT - 1) .. spack("<s4", task.fnbytes) .. msg:sub(FN_AT + 4)
   end
   return task.msg
 end
@@ -434,7 +433,7 @@ function Pool:_dispatch()
         -- a worker that is busy may be blocked writing a large reply: what
         -- goes to it ahead of time must fit in the socket's buffer, or
         -- the two would wait for each other
-        if #tasks > 0 and #task.args + #task.fnbytes > AHEAD_BYTES then
+        if #tasks > 0 and #task.msg + #task.fnbytes > AHEAD_BYTES then
           self._qhead = self._qhead - 1
           self._queue[self._qhead] = task
           break
@@ -803,13 +802,15 @@ local function opt_timeout(t, fname, n, level)
   return t
 end
 
-local function new_task(self, fnid, bytes, cacheit, mode, args, timeout, on_done)
-  self._nextid = self._nextid + 1
+-- A task; msg was made (task_message_of) with the id it gets,
+-- self._nextid + 1.  Fields set later get their slots here (no rehash).
+local function new_task(self, fnid, bytes, cacheit, msg, timeout, on_done)
+  local id = self._nextid + 1
+  self._nextid = id
   if timeout then self._timed = true end -- from now on _timers and _next_wake look
   return {
-    id = self._nextid, fnid = fnid, fnbytes = bytes, cacheit = cacheit,
-    mode = mode, args = args, timeout = timeout, on_done = on_done,
-    afmt = false, r = false, msg = false, seq = false, -- set later (slots made here: no rehash)
+    id = id, fnid = fnid, fnbytes = bytes, cacheit = cacheit, msg = msg, timeout = timeout,
+    on_done = on_done, r = false, seq = false, worker = false, done = false,
   }
 end
 
@@ -894,19 +895,20 @@ local function apply_async(self, f, args, opts, fname, L)
     if opts.timeout ~= nil then timeout = opt_timeout(opts.timeout, fname, 3, L + 1) end
   end
   local fnid, fbytes, cacheit = encode_fn(f, L + 1)
-  local bytes, afmt
+  local fnpart = cacheit == 1 and "" or fbytes
+  local id = self._nextid + 1
+  local msg
   if args then
     -- a plain list of numbers (the common case) travels without the codec
     local n = rawget(args, "n") or rawlen(args)
     if math.type(n) == "integer" and getmetatable(args) == nil then
-      bytes = pack_numbers(args, 1, n)
-      if bytes then afmt = 1 end
+      msg = task_message_of(id, fnid, MODE_APPLY, cacheit, fnpart, args, 1, n)
     end
   end
-  if not bytes then bytes = encode_args(args or {}, "args", nil, L + 1) end
-  local task = new_task(self, fnid, fbytes, cacheit, MODE_APPLY, bytes, timeout, apply_done)
-  task.afmt = afmt
-  task.msg = make_message(task, cacheit == 1 and "" or fbytes)
+  if not msg then
+    msg = task_message_of(id, fnid, MODE_APPLY, cacheit, fnpart, encode_args(args or {}, "args", nil, L + 1))
+  end
+  local task = new_task(self, fnid, fbytes, cacheit, msg, timeout, apply_done)
   local r = R.new(self, task.id, opts, apply_cancel, task)
   task.r = r -- (not in _unfinished: failing the task completes r)
   enqueue(self, task)
@@ -945,12 +947,12 @@ local function chunk_done(task, ok, v, index)
 end
 
 local function submit_chunk(self, fn, mode, items, first, last, root, done, L)
-  local bytes, afmt
-  if mode == MODE_MAP then
-    bytes = pack_numbers(items, first, last) -- a list of numbers: the fast path
-    if bytes then afmt = 1 end
+  local id, fnpart = self._nextid + 1, fn[3] == 1 and "" or fn[2]
+  local msg
+  if mode == MODE_MAP then -- a list of numbers: the fast path
+    msg = task_message_of(id, fn[1], mode, fn[3], fnpart, items, first, last)
   end
-  if not bytes then
+  if not msg then
     local chunk = table.move(items, first, last, 1, {})
     chunk.n = last - first + 1
     if mode == MODE_STAR then
@@ -960,11 +962,9 @@ local function submit_chunk(self, fn, mode, items, first, last, root, done, L)
         end
       end
     end
-    bytes = encode_args(chunk, root, first, L + 1)
+    msg = task_message_of(id, fn[1], mode, fn[3], fnpart, encode_args(chunk, root, first, L + 1))
   end
-  local task = new_task(self, fn[1], fn[2], fn[3], mode, bytes, self._timeout, chunk_done)
-  task.afmt = afmt
-  task.msg = make_message(task, fn[3] == 1 and "" or fn[2])
+  local task = new_task(self, fn[1], fn[2], fn[3], msg, self._timeout, chunk_done)
   task.mapdone = done
   task.first = first
   enqueue(self, task)
