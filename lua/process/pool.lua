@@ -66,6 +66,7 @@
 -- P.skipped(msg) for one the parent took back.  It ends at EOF.
 local core = ...
 local R = require "process.asyncresult"
+local AsyncResult = R.AsyncResult
 
 local error, type, pairs, ipairs, tostring = error, type, pairs, ipairs, tostring
 local setmetatable, getmetatable = setmetatable, getmetatable
@@ -77,6 +78,7 @@ local encode, decode, decode_at = core.encode, core.decode, core.pool_decode
 local pack_numbers, unpack_numbers = core.pool_pack_numbers, core.pool_unpack_numbers
 local new_list = core.pool_list
 local task_message_of = core.pool_task_message
+local reply_head = core.pool_reply_head -- string.unpack("<jBBf", reply)
 local tpack, tunpack = table.pack, table.unpack
 
 local P = {}
@@ -252,8 +254,7 @@ end
 -- Submitting: a task is encoded when it is submitted
 ----------------------------------------------------------------------------
 
-local fnids = setmetatable({}, { __mode = "k" }) -- function -> id (cacheable ones)
-local fnbytes = setmetatable({}, { __mode = "k" })
+local fns = setmetatable({}, { __mode = "k" }) -- function -> its record (cacheable ones)
 local next_fnid = 0
 
 -- A function can be cached by the worker when nothing but _ENV is an
@@ -266,19 +267,21 @@ local function cacheable(f)
   end
 end
 
--- -> fnid, bytes, cacheit; raises with the path of an unsendable value.
+-- -> the function's record { fnid, bytes, cacheit } (one per cacheable
+-- function, which its tasks share); raises with the path of an
+-- unsendable value.
 local function encode_fn(f, level)
-  local id = fnids[f]
-  if id then return id, fnbytes[f], 1 end
+  local fn = fns[f]
+  if fn then return fn end
   local ok, bytes = pcall(encode, f, true)
   if not ok then error((tostring(bytes):gsub("^value", "function")), level + 1) end
   next_fnid = next_fnid + 1
   if cacheable(f) then
-    fnids[f] = next_fnid
-    fnbytes[f] = bytes
-    return next_fnid, bytes, 1
+    fn = { next_fnid, bytes, 1 }
+    fns[f] = fn
+    return fn
   end
-  return next_fnid, bytes, 0
+  return { next_fnid, bytes, 0 }
 end
 
 -- Without functions first: the codec then needs no map of the loaded
@@ -398,12 +401,13 @@ local FN_AT = 21
 -- the function (or, not cacheable, with it); a worker that does not know
 -- a cacheable one gets it once (spliced in where "" was).
 local function task_message(w, task)
-  if task.cacheit == 1 and not w.known[task.fnid] then
+  local fn = task.fn
+  if fn[3] == 1 and not w.known[fn[1]] then
     if w.nknown >= FNCACHE then w.known, w.nknown = {}, 0 end
-    w.known[task.fnid] = true
+    w.known[fn[1]] = true
     w.nknown = w.nknown + 1
     local msg = task.msg
-    return msg:sub(1, FN_AT - 1) .. spack("<s4", task.fnbytes) .. msg:sub(FN_AT + 4)
+    return msg:sub(1, FN_AT - 1) .. spack("<s4", fn[2]) .. msg:sub(FN_AT + 4)
   end
   return task.msg
 end
@@ -433,7 +437,7 @@ function Pool:_dispatch()
         -- a worker that is busy may be blocked writing a large reply: what
         -- goes to it ahead of time must fit in the socket's buffer, or
         -- the two would wait for each other
-        if #tasks > 0 and #task.msg + #task.fnbytes > AHEAD_BYTES then
+        if #tasks > 0 and #task.msg + #task.fn[2] > AHEAD_BYTES then
           self._qhead = self._qhead - 1
           self._queue[self._qhead] = task
           break
@@ -535,7 +539,7 @@ function Pool:_on_exit(h, code)
     if head.cancelled then
       what = fmt("%s (pid %s)", what, tostring(h.pid))
     else
-      what = fmt("%s while running task %d (pid %s)", what, head.id, tostring(h.pid))
+      what = fmt("%s while running task %d (pid %s)", what, head._id, tostring(h.pid))
       task_error(self, head, what)
     end
   else
@@ -602,7 +606,7 @@ end
 function Pool:_on_msg(h, bytes)
   local w = self._workers[h]
   if not w then return end -- a worker being terminated: too late
-  local id, st, rfmt, ran, pos = sunpack("<jBBf", bytes)
+  local id, st, rfmt, ran, pos = reply_head(bytes)
   if st == ST_READY then
     w.ready = true
     return
@@ -612,8 +616,10 @@ function Pool:_on_msg(h, bytes)
   end
   local tasks = w.tasks
   local task = tasks[1]
-  if not task or task.id ~= id then return end -- not ours: ignored
-  table.remove(tasks, 1)
+  if not task or task._id ~= id then return end -- not ours: ignored
+  local nt = #tasks -- (a few: table.remove's call costs more)
+  for i = 2, nt do tasks[i - 1] = tasks[i] end
+  tasks[nt] = nil
   task.worker = nil
   w.ntasks = w.ntasks + 1
   -- how long tasks run in the worker (not counting the trip: on a
@@ -674,7 +680,7 @@ function Pool:_timers()
       task.deadline = nil -- it finished in time after all: its answer is on its way
     elseif not task.cancelled then
       task_error(self, task, fmt("task %d: timeout after %g seconds (worker pid %s terminated)",
-        task.id, task.timeout, tostring(w.h.pid)))
+        task._id, task.timeout, tostring(w.h.pid)))
     end
   end
   for h, kill_at in pairs(self._dying) do
@@ -802,16 +808,17 @@ local function opt_timeout(t, fname, n, level)
   return t
 end
 
--- A task; msg was made (task_message_of) with the id it gets,
--- self._nextid + 1.  Fields set later get their slots here (no rehash).
-local function new_task(self, fnid, bytes, cacheit, msg, timeout, on_done)
+-- A task: _id, fn (encode_fn's record), msg (task_message_of's, made
+-- with the id the task gets: self._nextid + 1), timeout, on_done, and
+-- while a worker holds it, worker and seq; _done once it has finished,
+-- cancelled once cancelled.  Fields set later get their slots here (no
+-- rehash).  A task of apply_async is its AsyncResult too (apply_async).
+local function new_task(self, fn, msg, timeout, on_done)
   local id = self._nextid + 1
   self._nextid = id
   if timeout then self._timed = true end -- from now on _timers and _next_wake look
-  return {
-    id = id, fnid = fnid, fnbytes = bytes, cacheit = cacheit, msg = msg, timeout = timeout,
-    on_done = on_done, r = false, seq = false, worker = false, done = false,
-  }
+  return { _id = id, fn = fn, msg = msg, timeout = timeout, on_done = on_done,
+           seq = false, worker = false, _done = false }
 end
 
 local function enqueue(self, task)
@@ -822,7 +829,7 @@ end
 -- Cancel helper: a queued task never runs; a running one's worker is
 -- terminated and replaced; false when the task had finished.
 local function cancel_task(self, task)
-  if task.done or task.cancelled then return false end
+  if task._done or task.cancelled then return false end
   local w = task.worker
   local b = self._backend
   if w and w.tasks[1] ~= task and b.skip then
@@ -834,10 +841,10 @@ local function cancel_task(self, task)
     -- it started: the answers to the tasks before it were sent first,
     -- so they are here; take them, then it is the worker's running task
     local deadline = now() + GRACE
-    while not task.done and task.worker == w and w.tasks[1] ~= task and now() < deadline do
+    while not task._done and task.worker == w and w.tasks[1] ~= task and now() < deadline do
       self:_guarded(deadline)
     end
-    if task.done then return false end
+    if task._done then return false end
     w = task.worker
   end
   if w and w.tasks[1] == task then
@@ -848,7 +855,7 @@ local function cancel_task(self, task)
     -- its worker has moved on to the next task: it has finished, and its
     -- answer is on its way (or already read while the others were taken back)
     local deadline = now() + GRACE
-    while not task.done and task.worker == w and now() < deadline do
+    while not task._done and task.worker == w and now() < deadline do
       self:_guarded(deadline)
     end
     return false
@@ -858,20 +865,18 @@ local function cancel_task(self, task)
     -- handed to the worker, not started (a backend without b:skip): it
     -- skips it when told so (it stays in the worker's list until the
     -- worker says so)
-    b:send(w.h, { spack("<Bj", KIND_CANCEL, task.id) })
+    b:send(w.h, { spack("<Bj", KIND_CANCEL, task._id) })
   end
   return true
 end
 
 local function apply_done(task, ok, v)
-  task.done = true
-  R._complete(task.r, ok, v)
+  R._complete(task, ok, v) -- (sets _done)
 end
 
-local function apply_cancel(r)
-  local task = r._task
-  if not cancel_task(r._pool, task) then return false end
-  task.on_done(task, false, fmt("task %d was cancelled", task.id))
+local function apply_cancel(task)
+  if not cancel_task(task._pool, task) then return false end
+  task.on_done(task, false, fmt("task %d was cancelled", task._id))
   return true
 end
 
@@ -894,8 +899,9 @@ local function apply_async(self, f, args, opts, fname, L)
     end
     if opts.timeout ~= nil then timeout = opt_timeout(opts.timeout, fname, 3, L + 1) end
   end
-  local fnid, fbytes, cacheit = encode_fn(f, L + 1)
-  local fnpart = cacheit == 1 and "" or fbytes
+  local fn = encode_fn(f, L + 1)
+  local fnid, cacheit = fn[1], fn[3]
+  local fnpart = cacheit == 1 and "" or fn[2]
   local id = self._nextid + 1
   local msg
   if args then
@@ -908,13 +914,21 @@ local function apply_async(self, f, args, opts, fname, L)
   if not msg then
     msg = task_message_of(id, fnid, MODE_APPLY, cacheit, fnpart, encode_args(args or {}, "args", nil, L + 1))
   end
-  local task = new_task(self, fnid, fbytes, cacheit, msg, timeout, apply_done)
-  local r = R.new(self, task.id, opts, apply_cancel, task)
-  task.r = r -- (not in _unfinished: failing the task completes r)
+  -- the task is its AsyncResult (one table instead of two: R.new's
+  -- fields beside the task's; not in _unfinished: failing the task
+  -- completes it)
+  self._nextid = id
+  if timeout then self._timed = true end -- from now on _timers and _next_wake look
+  local task = setmetatable({ _id = id, fn = fn, msg = msg, timeout = timeout, on_done = apply_done,
+                              seq = false, worker = false, _done = false,
+                              _pool = self, _cancel = apply_cancel, _seq = false }, AsyncResult)
+  if opts then
+    task._callback, task._error_callback = opts.callback, opts.error_callback
+  end
   enqueue(self, task)
   -- start it now if a worker has room (while many queue, they are full)
   if self._qtail - self._qhead < self._n * PREFETCH then self:_dispatch() end
-  return r
+  return task
 end
 
 function Pool:apply_async(f, args, opts)
@@ -942,7 +956,7 @@ end
 
 -- Submit items[first..last] as one task; done(ok, values_or_err, index).
 local function chunk_done(task, ok, v, index)
-  task.done = true
+  task._done = true
   task.mapdone(task, ok, v, index)
 end
 
@@ -964,7 +978,7 @@ local function submit_chunk(self, fn, mode, items, first, last, root, done, L)
     end
     msg = task_message_of(id, fn[1], mode, fn[3], fnpart, encode_args(chunk, root, first, L + 1))
   end
-  local task = new_task(self, fn[1], fn[2], fn[3], msg, self._timeout, chunk_done)
+  local task = new_task(self, fn, msg, self._timeout, chunk_done)
   task.mapdone = done
   task.first = first
   enqueue(self, task)
@@ -976,7 +990,7 @@ local function map_async(self, fname, f, list, chunksize, mode, opts)
   check_fn(f, fname, 3)
   if type(list) ~= "table" then argerror(2, fname, "table expected, got " .. type(list), 3) end
   check_chunksize(chunksize, fname, 3)
-  local fn = { encode_fn(f, 3) }
+  local fn = encode_fn(f, 3)
   local n = #list
   chunksize = chunksize or default_chunksize(self, n)
   local out = new_list(n)
@@ -1002,7 +1016,7 @@ local function map_async(self, fname, f, list, chunksize, mode, opts)
         failed = { at = at, err = v }
         -- chunks after the failure are not needed any more
         for _, t in ipairs(tasks) do
-          if not t.done and t.first > at and not t.worker then t.cancelled = true; t.done = true; left = left - 1 end
+          if not t._done and t.first > at and not t.worker then t.cancelled = true; t._done = true; left = left - 1 end
         end
       end
     end
@@ -1024,7 +1038,7 @@ local function map_async(self, fname, f, list, chunksize, mode, opts)
   end
   r._cancel = function()
     for _, t in ipairs(tasks) do
-      if not t.done then cancel_task(self, t); t.done = true end
+      if not t._done then cancel_task(self, t); t._done = true end
     end
     if r._done then return false end -- its last chunks finished meanwhile
     self._unfinished[r] = nil
@@ -1062,7 +1076,7 @@ end
 local function imap(self, fname, f, iterable, chunksize, mode, ordered)
   check_running(self, fname, 3)
   check_fn(f, fname, 3)
-  local fn = { encode_fn(f, 3) }
+  local fn = encode_fn(f, 3)
   local ty = type(iterable)
   if ty ~= "table" and ty ~= "function" then
     argerror(2, fname, "table or iterator function expected, got " .. ty, 3)

@@ -390,6 +390,28 @@ static int pool_task_message(lua_State *L) {
     return 1;
 }
 
+/* core.pool_reply_head(bytes) -> id, status, format, seconds, pos: what
+ * string.unpack("<jBBf", bytes) returns for a worker's reply (the head
+ * process.pool's P.handle writes), without a format to parse: the parent
+ * reads one per task.  A reply shorter than its head raises, as unpack. */
+static int pool_reply_head(lua_State *L) {
+    size_t len;
+    const unsigned char *s = (const unsigned char *)luaL_checklstring(L, 1, &len);
+    if (len < 14) return luaL_error(L, "reply too short");
+    uint64_t id = 0;
+    uint32_t f = 0;
+    for (int b = 0; b < 8; b++) id |= (uint64_t)s[b] << (8 * b);
+    for (int b = 0; b < 4; b++) f |= (uint32_t)s[10 + b] << (8 * b);
+    float secs;
+    memcpy(&secs, &f, 4);
+    lua_pushinteger(L, (lua_Integer)id);
+    lua_pushinteger(L, s[8]);
+    lua_pushinteger(L, s[9]);
+    lua_pushnumber(L, (lua_Number)secs);
+    lua_pushinteger(L, 15);
+    return 5;
+}
+
 /* core.pool_unpack_numbers(s, pos [, into, at]) -> {n = count, ...}, or
  * with into: the numbers stored in into[at], into[at + 1]... (no table
  * made) and into returned; nil, "corrupt list of numbers" for bytes that
@@ -491,6 +513,7 @@ static const luaL_Reg pool_funcs[] = {
     {"pool_started", pool_started},
     {"pool_pack_numbers", pack_numbers},
     {"pool_task_message", pool_task_message},
+    {"pool_reply_head", pool_reply_head},
     {"pool_unpack_numbers", unpack_numbers},
     {"pool_list", pool_list},
     {"pool_getpid", pool_getpid},
