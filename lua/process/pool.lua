@@ -31,6 +31,8 @@
 --                                                         P.handle/P.ready_message)
 --                                     h, "exit", code     the worker ended
 --                                   A worker's messages come before its exit.
+--                                   The list may be reused by the next
+--                                   b:wait (the caller consumes it first).
 --   b:terminate(h) / b:kill(h)      SIGTERM / SIGKILL (or the equivalent)
 --   b:retire(h)                     no more tasks: the worker ends when it
 --                                   has read what it was sent (EOF)
@@ -919,9 +921,12 @@ local function apply_async(self, f, args, opts, fname, L)
   -- completes it)
   self._nextid = id
   if timeout then self._timed = true end -- from now on _timers and _next_wake look
-  local task = setmetatable({ _id = id, fn = fn, msg = msg, timeout = timeout, on_done = apply_done,
-                              seq = false, worker = false, _done = false,
-                              _pool = self, _cancel = apply_cancel, _seq = false }, AsyncResult)
+  -- (every field it reads is here, false when unset: a missing one would
+  -- be looked up in AsyncResult too; with _ok and _values, 16 slots)
+  local task = setmetatable({ _id = id, fn = fn, msg = msg, timeout = timeout or false,
+                              on_done = apply_done, seq = false, worker = false, _done = false,
+                              cancelled = false, _pool = self, _cancel = apply_cancel, _seq = false,
+                              _callback = false, _error_callback = false }, AsyncResult)
   if opts then
     task._callback, task._error_callback = opts.callback, opts.error_callback
   end
