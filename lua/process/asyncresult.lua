@@ -109,8 +109,8 @@ end
 
 -- get([timeout]) -> the values; raises the task's error; nil, "timeout".
 function AsyncResult:get(timeout)
-  check(self, "get")
-  local deadline = opt_timeout(timeout, "get")
+  if getmetatable(self) ~= AsyncResult then check(self, "get") end
+  local deadline = timeout ~= nil and opt_timeout(timeout, "get") or nil
   if not self._done then
     self._pool:_wait_for(is_done, deadline, self)
     if not self._done then return nil, "timeout" end

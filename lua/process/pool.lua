@@ -883,8 +883,11 @@ local function apply_cancel(task)
 end
 
 local function apply_async(self, f, args, opts, fname, L)
-  check_running(self, fname, L + 1)
-  check_fn(f, fname, L + 1)
+  -- the common case is checked here; the checks proper raise otherwise
+  if getmetatable(self) ~= Pool or self._state ~= "RUN" or getpid() ~= self._owner then
+    check_running(self, fname, L + 1)
+  end
+  if type(f) ~= "function" then check_fn(f, fname, L + 1) end
   if args ~= nil and type(args) ~= "table" then
     argerror(2, fname, "table expected, got " .. type(args), L + 1)
   end
@@ -901,7 +904,7 @@ local function apply_async(self, f, args, opts, fname, L)
     end
     if opts.timeout ~= nil then timeout = opt_timeout(opts.timeout, fname, 3, L + 1) end
   end
-  local fn = encode_fn(f, L + 1)
+  local fn = fns[f] or encode_fn(f, L + 1)
   local fnid, cacheit = fn[1], fn[3]
   local fnpart = cacheit == 1 and "" or fn[2]
   local id = self._nextid + 1
@@ -930,9 +933,11 @@ local function apply_async(self, f, args, opts, fname, L)
   if opts then
     task._callback, task._error_callback = opts.callback, opts.error_callback
   end
-  enqueue(self, task)
+  local qt = self._qtail + 1 -- (enqueue)
+  self._qtail = qt
+  self._queue[qt] = task
   -- start it now if a worker has room (while many queue, they are full)
-  if self._qtail - self._qhead < self._n * PREFETCH then self:_dispatch() end
+  if qt - self._qhead < self._n * PREFETCH then self:_dispatch() end
   return task
 end
 
