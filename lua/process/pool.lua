@@ -312,6 +312,9 @@ Pool.__index = Pool
 Pool.__name = "process.Pool"
 P.Pool = Pool
 
+-- Every pool P.new made: apply_async's check of self without a call.
+local pools = setmetatable({}, { __mode = "k" })
+
 local function argerror(n, fname, msg, level)
   error(fmt("bad argument #%d to '%s' (%s)", n, fname, msg), level + 1)
 end
@@ -344,6 +347,7 @@ function P.new(backend, opts)
     _death_limit = opts.death_limit or math.max(8, 3 * opts.processes),
     _cbq = {},
   }, Pool)
+  pools[self] = true
   for _ = 1, self._n do
     local ok, err, ename = self:_spawn()
     if not ok then
@@ -366,16 +370,6 @@ end
 
 local function task_error(self, task, msg, index)
   task.on_done(task, false, msg, index)
-end
-
-local function pop_queued(self)
-  while self._qhead <= self._qtail do
-    local task = self._queue[self._qhead]
-    self._queue[self._qhead] = nil
-    self._qhead = self._qhead + 1
-    if not task.cancelled then return task end
-  end
-  return nil
 end
 
 -- Put tasks a worker held but never started back at the queue's front,
@@ -431,25 +425,36 @@ function Pool:_dispatch()
   for h, w in pairs(self._workers) do
     if self._qhead > self._qtail then break end
     if w.ready and not w.retiring then
-      local tasks = w.tasks
-      local msgs, first = nil, #tasks + 1
-      while #tasks < depth and (not self._maxtasks or w.nsent < self._maxtasks) do
-        local task = pop_queued(self)
-        if not task then break end
-        -- a worker that is busy may be blocked writing a large reply: what
-        -- goes to it ahead of time must fit in the socket's buffer, or
-        -- the two would wait for each other
-        if #tasks > 0 and #task.msg + #task.fn[2] > AHEAD_BYTES then
-          self._qhead = self._qhead - 1
-          self._queue[self._qhead] = task
-          break
+      local tasks, queue, maxtasks = w.tasks, self._queue, self._maxtasks
+      local nt = #tasks
+      local msgs, first, k = nil, nt + 1, 0
+      while nt < depth and (not maxtasks or w.nsent < maxtasks) do
+        -- the next queued task (cancelled ones are dropped)
+        local qh = self._qhead
+        if qh > self._qtail then break end
+        local task = queue[qh]
+        queue[qh] = nil
+        self._qhead = qh + 1
+        if not task.cancelled then
+          -- a worker that is busy may be blocked writing a large reply: what
+          -- goes to it ahead of time must fit in the socket's buffer, or
+          -- the two would wait for each other
+          if nt > 0 and #task.msg + #task.fn[2] > AHEAD_BYTES then
+            self._qhead = qh
+            queue[qh] = task
+            break
+          end
+          nt = nt + 1
+          tasks[nt] = task
+          task.worker = w
+          local seq = w.nsent + 1
+          w.nsent = seq
+          task.seq = seq
+          local fn = task.fn
+          k = k + 1
+          msgs = msgs or {}
+          msgs[k] = (fn[3] == 1 and not w.known[fn[1]]) and task_message(w, task) or task.msg
         end
-        tasks[#tasks + 1] = task
-        task.worker = w
-        w.nsent = w.nsent + 1
-        task.seq = w.nsent
-        msgs = msgs or {}
-        msgs[#msgs + 1] = task_message(w, task)
       end
       if msgs then
         if first == 1 then start_head(w) end
@@ -872,10 +877,6 @@ local function cancel_task(self, task)
   return true
 end
 
-local function apply_done(task, ok, v)
-  R._complete(task, ok, v) -- (sets _done)
-end
-
 local function apply_cancel(task)
   if not cancel_task(task._pool, task) then return false end
   task.on_done(task, false, fmt("task %d was cancelled", task._id))
@@ -884,7 +885,7 @@ end
 
 local function apply_async(self, f, args, opts, fname, L)
   -- the common case is checked here; the checks proper raise otherwise
-  if getmetatable(self) ~= Pool or self._state ~= "RUN" or getpid() ~= self._owner then
+  if not pools[self] or self._state ~= "RUN" or getpid() ~= self._owner then
     check_running(self, fname, L + 1)
   end
   if type(f) ~= "function" then check_fn(f, fname, L + 1) end
@@ -924,10 +925,11 @@ local function apply_async(self, f, args, opts, fname, L)
   -- completes it)
   self._nextid = id
   if timeout then self._timed = true end -- from now on _timers and _next_wake look
-  -- (every field it reads is here, false when unset: a missing one would
-  -- be looked up in AsyncResult too; with _ok and _values, 16 slots)
+  -- (on_done is R._complete, which sets _done; every field it reads is
+  -- here, false when unset: a missing one would be looked up in
+  -- AsyncResult too; with _ok and _values, 16 slots)
   local task = setmetatable({ _id = id, fn = fn, msg = msg, timeout = timeout or false,
-                              on_done = apply_done, seq = false, worker = false, _done = false,
+                              on_done = R._complete, seq = false, worker = false, _done = false,
                               cancelled = false, _pool = self, _cancel = apply_cancel, _seq = false,
                               _callback = false, _error_callback = false }, AsyncResult)
   if opts then
