@@ -9,6 +9,10 @@
  * recv (8-byte little-endian length, then the bytes), never blocks, and keeps a partial frame for later, so a
  * large reply arriving slowly never stalls the pool's other work.
  *
+ * And the per-task encoding the parent does most: a task's whole message
+ * in one call (pool_task_message) and a reply's head (pool_reply_head),
+ * with lists of numbers packed as pool_pack_numbers packs them.
+ *
  * And the claims by which a worker and its owner agree, without a
  * message, whether a task handed ahead runs or is taken back
  * (pool_claim, pool_takeback, pool_started, on a shared int64 Array).
