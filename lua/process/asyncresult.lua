@@ -31,17 +31,20 @@ local seq = 0 -- completion order, for as_completed
 -- Fields left nil are not written: a result is made per task, and an
 -- empty slot in the constructor still costs.  Fields: _pool, _id, _done,
 -- _ok, _values (table.pack'd values, or the error message), _seq
--- (completion order), _callback, _error_callback, _cancel (the pool's:
--- function(r) -> true when cancelled) and _task (the pool's, for it).
-function R.new(pool, id, opts, cancel, task)
+-- (completion order), _callback, _error_callback and _cancel (the
+-- pool's: function(r) -> true when cancelled).  A pool may make a
+-- result itself, as a table with these fields beside its own (none of
+-- them named as AsyncResult's methods) and AsyncResult as metatable:
+-- process.pool's apply_async does (its task is its result: one table).
+function R.new(pool, id, opts, cancel)
   if opts then
     return setmetatable({ _pool = pool, _id = id, _done = false, _seq = false,
-                          _cancel = cancel, _task = task,
+                          _cancel = cancel,
                           _callback = opts.callback, _error_callback = opts.error_callback },
                         AsyncResult)
   end
   return setmetatable({ _pool = pool, _id = id, _done = false, _seq = false,
-                        _cancel = cancel, _task = task }, AsyncResult)
+                        _cancel = cancel }, AsyncResult)
 end
 
 -- The condition a result's waits pass to the pool (one for all results).
@@ -106,8 +109,8 @@ end
 
 -- get([timeout]) -> the values; raises the task's error; nil, "timeout".
 function AsyncResult:get(timeout)
-  check(self, "get")
-  local deadline = opt_timeout(timeout, "get")
+  if getmetatable(self) ~= AsyncResult then check(self, "get") end
+  local deadline = timeout ~= nil and opt_timeout(timeout, "get") or nil
   if not self._done then
     self._pool:_wait_for(is_done, deadline, self)
     if not self._done then return nil, "timeout" end

@@ -31,6 +31,8 @@
 --                                                         P.handle/P.ready_message)
 --                                     h, "exit", code     the worker ended
 --                                   A worker's messages come before its exit.
+--                                   The list may be reused by the next
+--                                   b:wait (the caller consumes it first).
 --   b:terminate(h) / b:kill(h)      SIGTERM / SIGKILL (or the equivalent)
 --   b:retire(h)                     no more tasks: the worker ends when it
 --                                   has read what it was sent (EOF)
@@ -66,6 +68,7 @@
 -- P.skipped(msg) for one the parent took back.  It ends at EOF.
 local core = ...
 local R = require "process.asyncresult"
+local AsyncResult = R.AsyncResult
 
 local error, type, pairs, ipairs, tostring = error, type, pairs, ipairs, tostring
 local setmetatable, getmetatable = setmetatable, getmetatable
@@ -76,6 +79,8 @@ local getpid = core.pool_getpid
 local encode, decode, decode_at = core.encode, core.decode, core.pool_decode
 local pack_numbers, unpack_numbers = core.pool_pack_numbers, core.pool_unpack_numbers
 local new_list = core.pool_list
+local task_message_of = core.pool_task_message
+local reply_head = core.pool_reply_head -- string.unpack("<jBBf", reply)
 local tpack, tunpack = table.pack, table.unpack
 
 local P = {}
@@ -251,8 +256,7 @@ end
 -- Submitting: a task is encoded when it is submitted
 ----------------------------------------------------------------------------
 
-local fnids = setmetatable({}, { __mode = "k" }) -- function -> id (cacheable ones)
-local fnbytes = setmetatable({}, { __mode = "k" })
+local fns = setmetatable({}, { __mode = "k" }) -- function -> its record (cacheable ones)
 local next_fnid = 0
 
 -- A function can be cached by the worker when nothing but _ENV is an
@@ -265,19 +269,21 @@ local function cacheable(f)
   end
 end
 
--- -> fnid, bytes, cacheit; raises with the path of an unsendable value.
+-- -> the function's record { fnid, bytes, cacheit } (one per cacheable
+-- function, which its tasks share); raises with the path of an
+-- unsendable value.
 local function encode_fn(f, level)
-  local id = fnids[f]
-  if id then return id, fnbytes[f], 1 end
+  local fn = fns[f]
+  if fn then return fn end
   local ok, bytes = pcall(encode, f, true)
   if not ok then error((tostring(bytes):gsub("^value", "function")), level + 1) end
   next_fnid = next_fnid + 1
   if cacheable(f) then
-    fnids[f] = next_fnid
-    fnbytes[f] = bytes
-    return next_fnid, bytes, 1
+    fn = { next_fnid, bytes, 1 }
+    fns[f] = fn
+    return fn
   end
-  return next_fnid, bytes, 0
+  return { next_fnid, bytes, 0 }
 end
 
 -- Without functions first: the codec then needs no map of the loaded
@@ -305,6 +311,9 @@ local Pool = {}
 Pool.__index = Pool
 Pool.__name = "process.Pool"
 P.Pool = Pool
+
+-- Every pool P.new made: apply_async's check of self without a call.
+local pools = setmetatable({}, { __mode = "k" })
 
 local function argerror(n, fname, msg, level)
   error(fmt("bad argument #%d to '%s' (%s)", n, fname, msg), level + 1)
@@ -338,6 +347,7 @@ function P.new(backend, opts)
     _death_limit = opts.death_limit or math.max(8, 3 * opts.processes),
     _cbq = {},
   }, Pool)
+  pools[self] = true
   for _ = 1, self._n do
     local ok, err, ename = self:_spawn()
     if not ok then
@@ -362,16 +372,6 @@ local function task_error(self, task, msg, index)
   task.on_done(task, false, msg, index)
 end
 
-local function pop_queued(self)
-  while self._qhead <= self._qtail do
-    local task = self._queue[self._qhead]
-    self._queue[self._qhead] = nil
-    self._qhead = self._qhead + 1
-    if not task.cancelled then return task end
-  end
-  return nil
-end
-
 -- Put tasks a worker held but never started back at the queue's front,
 -- in their order (ghosts, cancelled already, are dropped).
 local function requeue(self, tasks, from)
@@ -386,25 +386,24 @@ local function requeue(self, tasks, from)
   end
 end
 
--- A task's message: its id, function (its bytes, or "" when the worker
--- has it cached), mode, the format of its arguments (1: a list of
--- numbers, 0: the codec) and the arguments, in one string.pack.
-local TASK_FORMAT = "<BjjBBBs4s4"
-
-local function make_message(task, fnpart)
-  return spack(TASK_FORMAT, KIND_TASK, task.id, task.fnid, task.mode, task.cacheit, task.afmt or 0,
-    fnpart, task.args)
-end
+-- A task's message (core.pool_task_message, in one call): its id,
+-- function (its bytes, or "" when the worker has it cached), mode, the
+-- format of its arguments (1: a list of numbers, 0: the codec) and the
+-- arguments, as string.pack("<BjjBBBs4s4", KIND_TASK, id, fnid, mode,
+-- cacheit, afmt, fnpart, args) makes it.  FN_AT: where fnpart's length is.
+local FN_AT = 21
 
 -- The message is made when the task is submitted, for a worker that has
 -- the function (or, not cacheable, with it); a worker that does not know
--- a cacheable one gets it once.
+-- a cacheable one gets it once (spliced in where "" was).
 local function task_message(w, task)
-  if task.cacheit == 1 and not w.known[task.fnid] then
+  local fn = task.fn
+  if fn[3] == 1 and not w.known[fn[1]] then
     if w.nknown >= FNCACHE then w.known, w.nknown = {}, 0 end
-    w.known[task.fnid] = true
+    w.known[fn[1]] = true
     w.nknown = w.nknown + 1
-    return make_message(task, task.fnbytes)
+    local msg = task.msg
+    return msg:sub(1, FN_AT - 1) .. spack("<s4", fn[2]) .. msg:sub(FN_AT + 4)
   end
   return task.msg
 end
@@ -426,25 +425,36 @@ function Pool:_dispatch()
   for h, w in pairs(self._workers) do
     if self._qhead > self._qtail then break end
     if w.ready and not w.retiring then
-      local tasks = w.tasks
-      local msgs, first = nil, #tasks + 1
-      while #tasks < depth and (not self._maxtasks or w.nsent < self._maxtasks) do
-        local task = pop_queued(self)
-        if not task then break end
-        -- a worker that is busy may be blocked writing a large reply: what
-        -- goes to it ahead of time must fit in the socket's buffer, or
-        -- the two would wait for each other
-        if #tasks > 0 and #task.args + #task.fnbytes > AHEAD_BYTES then
-          self._qhead = self._qhead - 1
-          self._queue[self._qhead] = task
-          break
+      local tasks, queue, maxtasks = w.tasks, self._queue, self._maxtasks
+      local nt = #tasks
+      local msgs, first, k = nil, nt + 1, 0
+      while nt < depth and (not maxtasks or w.nsent < maxtasks) do
+        -- the next queued task (cancelled ones are dropped)
+        local qh = self._qhead
+        if qh > self._qtail then break end
+        local task = queue[qh]
+        queue[qh] = nil
+        self._qhead = qh + 1
+        if not task.cancelled then
+          -- a worker that is busy may be blocked writing a large reply: what
+          -- goes to it ahead of time must fit in the socket's buffer, or
+          -- the two would wait for each other
+          if nt > 0 and #task.msg + #task.fn[2] > AHEAD_BYTES then
+            self._qhead = qh
+            queue[qh] = task
+            break
+          end
+          nt = nt + 1
+          tasks[nt] = task
+          task.worker = w
+          local seq = w.nsent + 1
+          w.nsent = seq
+          task.seq = seq
+          local fn = task.fn
+          k = k + 1
+          msgs = msgs or {}
+          msgs[k] = (fn[3] == 1 and not w.known[fn[1]]) and task_message(w, task) or task.msg
         end
-        tasks[#tasks + 1] = task
-        task.worker = w
-        w.nsent = w.nsent + 1
-        task.seq = w.nsent
-        msgs = msgs or {}
-        msgs[#msgs + 1] = task_message(w, task)
       end
       if msgs then
         if first == 1 then start_head(w) end
@@ -536,7 +546,7 @@ function Pool:_on_exit(h, code)
     if head.cancelled then
       what = fmt("%s (pid %s)", what, tostring(h.pid))
     else
-      what = fmt("%s while running task %d (pid %s)", what, head.id, tostring(h.pid))
+      what = fmt("%s while running task %d (pid %s)", what, head._id, tostring(h.pid))
       task_error(self, head, what)
     end
   else
@@ -603,7 +613,7 @@ end
 function Pool:_on_msg(h, bytes)
   local w = self._workers[h]
   if not w then return end -- a worker being terminated: too late
-  local id, st, rfmt, ran, pos = sunpack("<jBBf", bytes)
+  local id, st, rfmt, ran, pos = reply_head(bytes)
   if st == ST_READY then
     w.ready = true
     return
@@ -613,8 +623,10 @@ function Pool:_on_msg(h, bytes)
   end
   local tasks = w.tasks
   local task = tasks[1]
-  if not task or task.id ~= id then return end -- not ours: ignored
-  table.remove(tasks, 1)
+  if not task or task._id ~= id then return end -- not ours: ignored
+  local nt = #tasks -- (a few: table.remove's call costs more)
+  for i = 2, nt do tasks[i - 1] = tasks[i] end
+  tasks[nt] = nil
   task.worker = nil
   w.ntasks = w.ntasks + 1
   -- how long tasks run in the worker (not counting the trip: on a
@@ -675,7 +687,7 @@ function Pool:_timers()
       task.deadline = nil -- it finished in time after all: its answer is on its way
     elseif not task.cancelled then
       task_error(self, task, fmt("task %d: timeout after %g seconds (worker pid %s terminated)",
-        task.id, task.timeout, tostring(w.h.pid)))
+        task._id, task.timeout, tostring(w.h.pid)))
     end
   end
   for h, kill_at in pairs(self._dying) do
@@ -803,14 +815,17 @@ local function opt_timeout(t, fname, n, level)
   return t
 end
 
-local function new_task(self, fnid, bytes, cacheit, mode, args, timeout, on_done)
-  self._nextid = self._nextid + 1
+-- A task: _id, fn (encode_fn's record), msg (task_message_of's, made
+-- with the id the task gets: self._nextid + 1), timeout, on_done, and
+-- while a worker holds it, worker and seq; _done once it has finished,
+-- cancelled once cancelled.  Fields set later get their slots here (no
+-- rehash).  A task of apply_async is its AsyncResult too (apply_async).
+local function new_task(self, fn, msg, timeout, on_done)
+  local id = self._nextid + 1
+  self._nextid = id
   if timeout then self._timed = true end -- from now on _timers and _next_wake look
-  return {
-    id = self._nextid, fnid = fnid, fnbytes = bytes, cacheit = cacheit,
-    mode = mode, args = args, timeout = timeout, on_done = on_done,
-    afmt = false, r = false, msg = false, seq = false, -- set later (slots made here: no rehash)
-  }
+  return { _id = id, fn = fn, msg = msg, timeout = timeout, on_done = on_done,
+           seq = false, worker = false, _done = false }
 end
 
 local function enqueue(self, task)
@@ -821,7 +836,7 @@ end
 -- Cancel helper: a queued task never runs; a running one's worker is
 -- terminated and replaced; false when the task had finished.
 local function cancel_task(self, task)
-  if task.done or task.cancelled then return false end
+  if task._done or task.cancelled then return false end
   local w = task.worker
   local b = self._backend
   if w and w.tasks[1] ~= task and b.skip then
@@ -833,10 +848,10 @@ local function cancel_task(self, task)
     -- it started: the answers to the tasks before it were sent first,
     -- so they are here; take them, then it is the worker's running task
     local deadline = now() + GRACE
-    while not task.done and task.worker == w and w.tasks[1] ~= task and now() < deadline do
+    while not task._done and task.worker == w and w.tasks[1] ~= task and now() < deadline do
       self:_guarded(deadline)
     end
-    if task.done then return false end
+    if task._done then return false end
     w = task.worker
   end
   if w and w.tasks[1] == task then
@@ -847,7 +862,7 @@ local function cancel_task(self, task)
     -- its worker has moved on to the next task: it has finished, and its
     -- answer is on its way (or already read while the others were taken back)
     local deadline = now() + GRACE
-    while not task.done and task.worker == w and now() < deadline do
+    while not task._done and task.worker == w and now() < deadline do
       self:_guarded(deadline)
     end
     return false
@@ -857,26 +872,23 @@ local function cancel_task(self, task)
     -- handed to the worker, not started (a backend without b:skip): it
     -- skips it when told so (it stays in the worker's list until the
     -- worker says so)
-    b:send(w.h, { spack("<Bj", KIND_CANCEL, task.id) })
+    b:send(w.h, { spack("<Bj", KIND_CANCEL, task._id) })
   end
   return true
 end
 
-local function apply_done(task, ok, v)
-  task.done = true
-  R._complete(task.r, ok, v)
-end
-
-local function apply_cancel(r)
-  local task = r._task
-  if not cancel_task(r._pool, task) then return false end
-  task.on_done(task, false, fmt("task %d was cancelled", task.id))
+local function apply_cancel(task)
+  if not cancel_task(task._pool, task) then return false end
+  task.on_done(task, false, fmt("task %d was cancelled", task._id))
   return true
 end
 
 local function apply_async(self, f, args, opts, fname, L)
-  check_running(self, fname, L + 1)
-  check_fn(f, fname, L + 1)
+  -- the common case is checked here; the checks proper raise otherwise
+  if not pools[self] or self._state ~= "RUN" or getpid() ~= self._owner then
+    check_running(self, fname, L + 1)
+  end
+  if type(f) ~= "function" then check_fn(f, fname, L + 1) end
   if args ~= nil and type(args) ~= "table" then
     argerror(2, fname, "table expected, got " .. type(args), L + 1)
   end
@@ -893,26 +905,42 @@ local function apply_async(self, f, args, opts, fname, L)
     end
     if opts.timeout ~= nil then timeout = opt_timeout(opts.timeout, fname, 3, L + 1) end
   end
-  local fnid, fbytes, cacheit = encode_fn(f, L + 1)
-  local bytes, afmt
+  local fn = fns[f] or encode_fn(f, L + 1)
+  local fnid, cacheit = fn[1], fn[3]
+  local fnpart = cacheit == 1 and "" or fn[2]
+  local id = self._nextid + 1
+  local msg
   if args then
     -- a plain list of numbers (the common case) travels without the codec
     local n = rawget(args, "n") or rawlen(args)
     if math.type(n) == "integer" and getmetatable(args) == nil then
-      bytes = pack_numbers(args, 1, n)
-      if bytes then afmt = 1 end
+      msg = task_message_of(id, fnid, MODE_APPLY, cacheit, fnpart, args, 1, n)
     end
   end
-  if not bytes then bytes = encode_args(args or {}, "args", nil, L + 1) end
-  local task = new_task(self, fnid, fbytes, cacheit, MODE_APPLY, bytes, timeout, apply_done)
-  task.afmt = afmt
-  task.msg = make_message(task, cacheit == 1 and "" or fbytes)
-  local r = R.new(self, task.id, opts, apply_cancel, task)
-  task.r = r -- (not in _unfinished: failing the task completes r)
-  enqueue(self, task)
+  if not msg then
+    msg = task_message_of(id, fnid, MODE_APPLY, cacheit, fnpart, encode_args(args or {}, "args", nil, L + 1))
+  end
+  -- the task is its AsyncResult (one table instead of two: R.new's
+  -- fields beside the task's; not in _unfinished: failing the task
+  -- completes it)
+  self._nextid = id
+  if timeout then self._timed = true end -- from now on _timers and _next_wake look
+  -- (on_done is R._complete, which sets _done; every field it reads is
+  -- here, false when unset: a missing one would be looked up in
+  -- AsyncResult too; with _ok and _values, 16 slots)
+  local task = setmetatable({ _id = id, fn = fn, msg = msg, timeout = timeout or false,
+                              on_done = R._complete, seq = false, worker = false, _done = false,
+                              cancelled = false, _pool = self, _cancel = apply_cancel, _seq = false,
+                              _callback = false, _error_callback = false }, AsyncResult)
+  if opts then
+    task._callback, task._error_callback = opts.callback, opts.error_callback
+  end
+  local qt = self._qtail + 1 -- (enqueue)
+  self._qtail = qt
+  self._queue[qt] = task
   -- start it now if a worker has room (while many queue, they are full)
-  if self._qtail - self._qhead < self._n * PREFETCH then self:_dispatch() end
-  return r
+  if qt - self._qhead < self._n * PREFETCH then self:_dispatch() end
+  return task
 end
 
 function Pool:apply_async(f, args, opts)
@@ -940,17 +968,17 @@ end
 
 -- Submit items[first..last] as one task; done(ok, values_or_err, index).
 local function chunk_done(task, ok, v, index)
-  task.done = true
+  task._done = true
   task.mapdone(task, ok, v, index)
 end
 
 local function submit_chunk(self, fn, mode, items, first, last, root, done, L)
-  local bytes, afmt
-  if mode == MODE_MAP then
-    bytes = pack_numbers(items, first, last) -- a list of numbers: the fast path
-    if bytes then afmt = 1 end
+  local id, fnpart = self._nextid + 1, fn[3] == 1 and "" or fn[2]
+  local msg
+  if mode == MODE_MAP then -- a list of numbers: the fast path
+    msg = task_message_of(id, fn[1], mode, fn[3], fnpart, items, first, last)
   end
-  if not bytes then
+  if not msg then
     local chunk = table.move(items, first, last, 1, {})
     chunk.n = last - first + 1
     if mode == MODE_STAR then
@@ -960,11 +988,9 @@ local function submit_chunk(self, fn, mode, items, first, last, root, done, L)
         end
       end
     end
-    bytes = encode_args(chunk, root, first, L + 1)
+    msg = task_message_of(id, fn[1], mode, fn[3], fnpart, encode_args(chunk, root, first, L + 1))
   end
-  local task = new_task(self, fn[1], fn[2], fn[3], mode, bytes, self._timeout, chunk_done)
-  task.afmt = afmt
-  task.msg = make_message(task, fn[3] == 1 and "" or fn[2])
+  local task = new_task(self, fn, msg, self._timeout, chunk_done)
   task.mapdone = done
   task.first = first
   enqueue(self, task)
@@ -976,7 +1002,7 @@ local function map_async(self, fname, f, list, chunksize, mode, opts)
   check_fn(f, fname, 3)
   if type(list) ~= "table" then argerror(2, fname, "table expected, got " .. type(list), 3) end
   check_chunksize(chunksize, fname, 3)
-  local fn = { encode_fn(f, 3) }
+  local fn = encode_fn(f, 3)
   local n = #list
   chunksize = chunksize or default_chunksize(self, n)
   local out = new_list(n)
@@ -1002,7 +1028,7 @@ local function map_async(self, fname, f, list, chunksize, mode, opts)
         failed = { at = at, err = v }
         -- chunks after the failure are not needed any more
         for _, t in ipairs(tasks) do
-          if not t.done and t.first > at and not t.worker then t.cancelled = true; t.done = true; left = left - 1 end
+          if not t._done and t.first > at and not t.worker then t.cancelled = true; t._done = true; left = left - 1 end
         end
       end
     end
@@ -1024,7 +1050,7 @@ local function map_async(self, fname, f, list, chunksize, mode, opts)
   end
   r._cancel = function()
     for _, t in ipairs(tasks) do
-      if not t.done then cancel_task(self, t); t.done = true end
+      if not t._done then cancel_task(self, t); t._done = true end
     end
     if r._done then return false end -- its last chunks finished meanwhile
     self._unfinished[r] = nil
@@ -1062,7 +1088,7 @@ end
 local function imap(self, fname, f, iterable, chunksize, mode, ordered)
   check_running(self, fname, 3)
   check_fn(f, fname, 3)
-  local fn = { encode_fn(f, 3) }
+  local fn = encode_fn(f, 3)
   local ty = type(iterable)
   if ty ~= "table" and ty ~= "function" then
     argerror(2, fname, "table or iterator function expected, got " .. ty, 3)

@@ -109,6 +109,7 @@ function L.backend(ctx, initializer, initargs)
     live = {},      -- h -> true until released
     count = 0,      -- names PoolWorker-N
     fdlist = false, -- cached descriptor list (false: rebuild)
+    events = {}, nev = 0, -- what wait returns (one list, reused), its length
   }, Backend)
 end
 
@@ -189,9 +190,15 @@ local function drain(self, h, events, k)
   return k
 end
 
+-- (The list of events is reused by the next wait: one list instead of
+-- one per wait, grown three slots at a time.  Not when a worker ended:
+-- then the list is a new one, and the reused one is left empty, so that
+-- nothing keeps a released worker, its claims' memfd, alive.)
 function Backend:wait(timeout)
   local list = self:fds()
-  local events, k = {}, 0
+  local events, k = self.events, 0
+  for i = 1, self.nev do events[i] = nil end -- (what the last wait returned)
+  self.nev = 0
   if #list == 0 then
     if timeout and timeout > 0 then core.pool_wait({}, timeout) end
     return events, 0
@@ -209,6 +216,9 @@ function Backend:wait(timeout)
     end
   end
   if sentinels then
+    local fresh = table.move(events, 1, k, 1, {})
+    for i = 1, k do events[i] = nil end
+    events = fresh
     for _, h in ipairs(sentinels) do
       k = drain(self, h, events, k) -- what it sent before it ended comes first
       local code = h.p.exitcode
@@ -220,6 +230,7 @@ function Backend:wait(timeout)
       end
     end
   end
+  self.nev = sentinels and 0 or k
   return events, k // 3
 end
 
@@ -251,6 +262,8 @@ function Backend:release(h)
 end
 
 function Backend:close()
+  for i = 1, self.nev do self.events[i] = nil end -- (nothing keeps a worker)
+  self.nev = 0
   for h in pairs(self.live) do
     if not h.exited and h.p:is_alive() then h.p:kill() end
     self:release(h)

@@ -9,6 +9,10 @@
  * recv (8-byte little-endian length, then the bytes), never blocks, and keeps a partial frame for later, so a
  * large reply arriving slowly never stalls the pool's other work.
  *
+ * And the per-task encoding the parent does most: a task's whole message
+ * in one call (pool_task_message) and a reply's head (pool_reply_head),
+ * with lists of numbers packed as pool_pack_numbers packs them.
+ *
  * And the claims by which a worker and its owner agree, without a
  * message, whether a task handed ahead runs or is taken back
  * (pool_claim, pool_takeback, pool_started, on a shared int64 Array).
@@ -323,6 +327,95 @@ static int pack_numbers(lua_State *L) {
     return 1;
 }
 
+static void put_le(unsigned char *p, uint64_t u, int nbytes) {
+    for (int b = 0; b < nbytes; b++) p[b] = (unsigned char)(u >> (8 * b));
+}
+
+/* core.pool_task_message(id, fnid, mode, cacheit, fnpart, args [, i, j])
+ * -> a task's message, as string.pack("<BjjBBBs4s4", 1, id, fnid, mode,
+ * cacheit, afmt, fnpart, bytes) makes it (process.pool's format), in one
+ * call: args is the codec's bytes (afmt 0), or a table whose items i..j
+ * (default 1..#args) go as a list of numbers (afmt 1, as pool_pack_numbers
+ * packs them); nil when one of those is not a number.  A task is made per
+ * apply_async: one string instead of two, and no format to parse. */
+static int pool_task_message(lua_State *L) {
+    lua_Integer id = luaL_checkinteger(L, 1), fnid = luaL_checkinteger(L, 2);
+    lua_Integer mode = luaL_checkinteger(L, 3), cacheit = luaL_checkinteger(L, 4);
+    size_t flen, alen = 0, n = 0;
+    const char *fn = luaL_checklstring(L, 5, &flen);
+    const char *abytes = NULL;
+    lua_Integer i = 1, j = 0;
+    if (lua_type(L, 6) == LUA_TSTRING) {
+        abytes = lua_tolstring(L, 6, &alen);
+    } else {
+        luaL_checktype(L, 6, LUA_TTABLE);
+        i = luaL_optinteger(L, 7, 1);
+        j = lua_isnoneornil(L, 8) ? (lua_Integer)lua_rawlen(L, 6) : luaL_checkinteger(L, 8);
+        if (j >= i) {
+            if (j - i >= NUM_MAX || i < 0) return 0;
+            n = (size_t)(j - i + 1);
+        }
+        alen = n * 9;
+    }
+    if (flen > 0xffffffffu || alen > 0xffffffffu) return luaL_error(L, "task too large");
+    size_t size = 20 + 4 + flen + 4 + alen;
+    luaL_Buffer B;
+    unsigned char *p = (unsigned char *)luaL_buffinitsize(L, &B, size);
+    p[0] = 1; /* KIND_TASK */
+    put_le(p + 1, (uint64_t)id, 8);
+    put_le(p + 9, (uint64_t)fnid, 8);
+    p[17] = (unsigned char)mode;
+    p[18] = (unsigned char)cacheit;
+    p[19] = abytes ? 0 : 1;
+    put_le(p + 20, flen, 4);
+    memcpy(p + 24, fn, flen);
+    p += 24 + flen;
+    put_le(p, alen, 4);
+    p += 4;
+    if (abytes) {
+        memcpy(p, abytes, alen);
+    } else {
+        for (lua_Integer k = i; k <= j; k++, p += 9) {
+            if (lua_rawgeti(L, 6, k) != LUA_TNUMBER) return 0; /* nil on top */
+            uint64_t u;
+            if (lua_isinteger(L, -1)) {
+                p[0] = NUM_INT;
+                u = (uint64_t)lua_tointeger(L, -1);
+            } else {
+                lua_Number d = lua_tonumber(L, -1);
+                p[0] = NUM_FLOAT;
+                memcpy(&u, &d, 8);
+            }
+            lua_pop(L, 1);
+            put_le(p + 1, u, 8);
+        }
+    }
+    luaL_pushresultsize(&B, size);
+    return 1;
+}
+
+/* core.pool_reply_head(bytes) -> id, status, format, seconds, pos: what
+ * string.unpack("<jBBf", bytes) returns for a worker's reply (the head
+ * process.pool's P.handle writes), without a format to parse: the parent
+ * reads one per task.  A reply shorter than its head raises, as unpack. */
+static int pool_reply_head(lua_State *L) {
+    size_t len;
+    const unsigned char *s = (const unsigned char *)luaL_checklstring(L, 1, &len);
+    if (len < 14) return luaL_error(L, "reply too short");
+    uint64_t id = 0;
+    uint32_t f = 0;
+    for (int b = 0; b < 8; b++) id |= (uint64_t)s[b] << (8 * b);
+    for (int b = 0; b < 4; b++) f |= (uint32_t)s[10 + b] << (8 * b);
+    float secs;
+    memcpy(&secs, &f, 4);
+    lua_pushinteger(L, (lua_Integer)id);
+    lua_pushinteger(L, s[8]);
+    lua_pushinteger(L, s[9]);
+    lua_pushnumber(L, (lua_Number)secs);
+    lua_pushinteger(L, 15);
+    return 5;
+}
+
 /* core.pool_unpack_numbers(s, pos [, into, at]) -> {n = count, ...}, or
  * with into: the numbers stored in into[at], into[at + 1]... (no table
  * made) and into returned; nil, "corrupt list of numbers" for bytes that
@@ -423,6 +516,8 @@ static const luaL_Reg pool_funcs[] = {
     {"pool_takeback", pool_takeback},
     {"pool_started", pool_started},
     {"pool_pack_numbers", pack_numbers},
+    {"pool_task_message", pool_task_message},
+    {"pool_reply_head", pool_reply_head},
     {"pool_unpack_numbers", unpack_numbers},
     {"pool_list", pool_list},
     {"pool_getpid", pool_getpid},
