@@ -58,6 +58,17 @@ end
 -- is.
 function H.block() require("process").parent_process():join() end
 
+-- A Pool result that must fail: its error (within 20 s) matches the Lua
+-- pattern; returns the error.
+function H.fails_with(r, pattern)
+  local ok, err = pcall(r.get, r, 20)
+  if ok then error("the task should have failed", 2) end
+  if not tostring(err):find(pattern) then
+    error(("the task's error %q does not match %q"):format(tostring(err), pattern), 2)
+  end
+  return err
+end
+
 -- The forkserver's own descriptors and pid, which live as long as the
 -- program (or until it dies and is restarted), are not a test's leak.
 local function forkserver()

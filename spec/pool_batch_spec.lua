@@ -12,12 +12,7 @@ local internal = require "process.internal"
 
 local function sq(x) return x * x end
 
-local function fails_with(r, pattern)
-  local ok, err = pcall(r.get, r, 20)
-  assert.is_false(ok, "the task should have failed")
-  assert.matches(pattern, tostring(err))
-  return err
-end
+local fails_with = H.fails_with
 
 -- The pool learns that tasks are short: from here on it hands each worker
 -- several at once.

@@ -62,12 +62,7 @@ local function bad_error(how)
   end
 end
 
-local function fails_with(r, pattern)
-  local ok, err = pcall(r.get, r, 20)
-  assert.is_false(ok, "the task should have failed")
-  assert.matches(pattern, tostring(err))
-  return err
-end
+local fails_with = H.fails_with
 
 H.each_method(function(ctx, method)
   describe("Pool failures (" .. method .. ")", function()

@@ -179,6 +179,29 @@ static int reader_gc(lua_State *L) {
     return 0;
 }
 
+/* Everything m gathers, written whole on the blocking stream fd (a
+ * short write resumes where it stopped; EINTR is retried): 0, or the
+ * errno of the failed sendmsg.  m's iovecs are consumed. */
+static int sendmsg_all(int fd, struct msghdr *m) {
+    while (m->msg_iovlen > 0) {
+        ssize_t w = sendmsg(fd, m, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return errno;
+        }
+        while (m->msg_iovlen > 0 && (size_t)w >= m->msg_iov->iov_len) { /* drop what went */
+            w -= (ssize_t)m->msg_iov->iov_len;
+            m->msg_iov++;
+            m->msg_iovlen--;
+        }
+        if (m->msg_iovlen > 0) {
+            m->msg_iov->iov_base = (char *)m->msg_iov->iov_base + w;
+            m->msg_iov->iov_len -= (size_t)w;
+        }
+    }
+    return 0;
+}
+
 /* core.pool_sendframe(fd, bytes): one frame (the 8-byte little-endian
  * length, then bytes) written whole, blocking, in one system call when
  * the socket takes it; true, or nil, err, ename. */
@@ -190,22 +213,8 @@ static int pool_sendframe(lua_State *L) {
     for (int i = 0; i < 8; i++) h[i] = (unsigned char)((uint64_t)n >> (8 * i));
     struct iovec iov[2] = {{h, 8}, {(void *)p, n}};
     struct msghdr m = {.msg_iov = iov, .msg_iovlen = 2};
-    while (m.msg_iovlen > 0) {
-        ssize_t w = sendmsg(fd, &m, MSG_NOSIGNAL);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            return lmp_pushoserror(L, "send", errno);
-        }
-        while (m.msg_iovlen > 0 && (size_t)w >= m.msg_iov->iov_len) { /* drop what went */
-            w -= (ssize_t)m.msg_iov->iov_len;
-            m.msg_iov++;
-            m.msg_iovlen--;
-        }
-        if (m.msg_iovlen > 0) {
-            m.msg_iov->iov_base = (char *)m.msg_iov->iov_base + w;
-            m.msg_iov->iov_len -= (size_t)w;
-        }
-    }
+    int e = sendmsg_all(fd, &m);
+    if (e) return lmp_pushoserror(L, "send", e);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -234,22 +243,8 @@ static int pool_sendframes(lua_State *L) {
             iov[2 * k + 1] = (struct iovec){(void *)p, len};
         }
         struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)(2 * k)};
-        while (m.msg_iovlen > 0) {
-            ssize_t w = sendmsg(fd, &m, MSG_NOSIGNAL);
-            if (w < 0) {
-                if (errno == EINTR) continue;
-                return lmp_pushoserror(L, "send", errno);
-            }
-            while (m.msg_iovlen > 0 && (size_t)w >= m.msg_iov->iov_len) { /* drop what went */
-                w -= (ssize_t)m.msg_iov->iov_len;
-                m.msg_iov++;
-                m.msg_iovlen--;
-            }
-            if (m.msg_iovlen > 0) {
-                m.msg_iov->iov_base = (char *)m.msg_iov->iov_base + w;
-                m.msg_iov->iov_len -= (size_t)w;
-            }
-        }
+        int e = sendmsg_all(fd, &m);
+        if (e) return lmp_pushoserror(L, "send", e);
     }
     lua_pushboolean(L, 1);
     return 1;
