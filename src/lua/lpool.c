@@ -291,6 +291,31 @@ static int pool_decode(lua_State *L) {
 #define NUM_FLOAT 2
 #define NUM_MAX ((lua_Integer)1 << 26)
 
+static void put_le(unsigned char *p, uint64_t u, int nbytes) {
+    for (int b = 0; b < nbytes; b++) p[b] = (unsigned char)(u >> (8 * b));
+}
+
+/* Items i..j of the table at t, 9 bytes each at p (a tag, NUM_INT or
+ * NUM_FLOAT, then the value, little-endian): 1, or 0 with the first item
+ * that is not a number left on the stack. */
+static int pack_items(lua_State *L, int t, lua_Integer i, lua_Integer j, unsigned char *p) {
+    for (lua_Integer k = i; k <= j; k++, p += 9) {
+        if (lua_rawgeti(L, t, k) != LUA_TNUMBER) return 0;
+        uint64_t u;
+        if (lua_isinteger(L, -1)) {
+            p[0] = NUM_INT;
+            u = (uint64_t)lua_tointeger(L, -1);
+        } else {
+            lua_Number d = lua_tonumber(L, -1);
+            p[0] = NUM_FLOAT;
+            memcpy(&u, &d, 8);
+        }
+        lua_pop(L, 1);
+        put_le(p + 1, u, 8);
+    }
+    return 1;
+}
+
 /* core.pool_pack_numbers(t, i, j) -> the bytes of t[i..j], or nil when
  * one of them is not a number (or the range is too long). */
 static int pack_numbers(lua_State *L) {
@@ -304,27 +329,11 @@ static int pack_numbers(lua_State *L) {
     size_t n = (size_t)(j - i + 1);
     luaL_Buffer B;
     unsigned char *p = (unsigned char *)luaL_buffinitsize(L, &B, n * 9);
-    for (lua_Integer k = i; k <= j; k++, p += 9) {
-        if (lua_rawgeti(L, 1, k) != LUA_TNUMBER) return 0; /* nil on top */
-        uint64_t u;
-        if (lua_isinteger(L, -1)) {
-            p[0] = NUM_INT;
-            u = (uint64_t)lua_tointeger(L, -1);
-        } else {
-            lua_Number d = lua_tonumber(L, -1);
-            p[0] = NUM_FLOAT;
-            memcpy(&u, &d, 8);
-        }
-        lua_pop(L, 1);
-        for (int b = 0; b < 8; b++) p[1 + b] = (unsigned char)(u >> (8 * b));
-    }
+    if (!pack_items(L, 1, i, j, p)) return 0; /* nil on top */
     luaL_pushresultsize(&B, n * 9);
     return 1;
 }
 
-static void put_le(unsigned char *p, uint64_t u, int nbytes) {
-    for (int b = 0; b < nbytes; b++) p[b] = (unsigned char)(u >> (8 * b));
-}
 
 /* core.pool_task_message(id, fnid, mode, cacheit, fnpart, args [, i, j])
  * -> a task's message, as string.pack("<BjjBBBs4s4", 1, id, fnid, mode,
@@ -370,20 +379,7 @@ static int pool_task_message(lua_State *L) {
     if (abytes) {
         memcpy(p, abytes, alen);
     } else {
-        for (lua_Integer k = i; k <= j; k++, p += 9) {
-            if (lua_rawgeti(L, 6, k) != LUA_TNUMBER) return 0; /* nil on top */
-            uint64_t u;
-            if (lua_isinteger(L, -1)) {
-                p[0] = NUM_INT;
-                u = (uint64_t)lua_tointeger(L, -1);
-            } else {
-                lua_Number d = lua_tonumber(L, -1);
-                p[0] = NUM_FLOAT;
-                memcpy(&u, &d, 8);
-            }
-            lua_pop(L, 1);
-            put_le(p + 1, u, 8);
-        }
+        if (!pack_items(L, 6, i, j, p)) return 0; /* nil on top */
     }
     luaL_pushresultsize(&B, size);
     return 1;
